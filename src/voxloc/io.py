@@ -1,0 +1,69 @@
+"""Small file helpers shared by every writer: atomic outputs, YAML, Parquet, TIFF."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+__all__ = ["atomic_output", "write_yaml", "read_yaml", "write_tiff"]
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
+
+    On any exception the temporary file is removed, so no half-written output is left and
+    an existing ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def write_yaml(path: str | Path, data: dict) -> None:
+    """Write a YAML document atomically (plain Python types; numpy scalars converted)."""
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, np.ndarray):
+            return plain(v.tolist())
+        if isinstance(v, np.generic):
+            return v.item()
+        return v
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(yaml.safe_dump(plain(data), sort_keys=False))
+
+
+def read_yaml(path: str | Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def write_tiff(path: str | Path, data: np.ndarray, *, axes: str, **kwargs) -> None:
+    """Write an image stack atomically as a (Big)TIFF, always 'minisblack' (never RGB).
+
+    tifffile would store an axis of length 3 or 4 as colour samples unless told otherwise;
+    quad-plane frames have exactly such an axis.
+    """
+    import tifffile
+
+    bigtiff = data.nbytes > 2**31
+    with atomic_output(path) as tmp:
+        tifffile.imwrite(
+            tmp, data, photometric="minisblack", metadata={"axes": axes}, bigtiff=bigtiff, **kwargs
+        )

@@ -1,0 +1,51 @@
+"""Affine registration of cameras 2-4 onto camera 1 (Aritake et al. 2020, Sect. 4.1).
+
+Coordinates are continuous pixel coordinates (x, y) = (column, row) in which pixel (i, j)
+has its centre at (j + 0.5, i + 0.5), i.e. positions in nm divided by the pixel size.
+A registration is a 3 x 3 homogeneous matrix T_k that maps camera-k coordinates onto
+camera-1 coordinates: (x1, y1, 1)^T = T_k (xk, yk, 1)^T; T_1 is the identity.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from voxloc.types import FloatArray
+
+__all__ = ["affine_matrix", "apply_affine"]
+
+
+def affine_matrix(
+    *,
+    height: int,
+    width: int,
+    flip: str = "none",
+    rotation_deg: float = 0.0,
+    scale: float = 1.0,
+    shift_px: tuple[float, float] = (0.0, 0.0),
+) -> FloatArray:
+    """Camera-k -> camera-1 matrix: mirror (about the frame centre), then rotation and scale
+    about the frame centre, then a shift (dx, dy) in pixels.
+
+    ``flip`` is ``"none"``, ``"x"`` (columns reversed, as a camera behind one more mirror
+    sees it) or ``"y"`` (rows reversed).
+    """
+    cx, cy = width / 2.0, height / 2.0
+    to_centre = np.array([[1.0, 0, -cx], [0, 1.0, -cy], [0, 0, 1.0]])
+    back = np.array([[1.0, 0, cx], [0, 1.0, cy], [0, 0, 1.0]])
+    mirror = np.diag([-1.0 if flip == "x" else 1.0, -1.0 if flip == "y" else 1.0, 1.0])
+    if flip not in ("none", "x", "y"):
+        raise ValueError(f"flip must be 'none', 'x' or 'y', got {flip!r}")
+    c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
+    rot = np.array([[scale * c, -scale * s, 0], [scale * s, scale * c, 0], [0, 0, 1.0]])
+    shift = np.array([[1.0, 0, shift_px[0]], [0, 1.0, shift_px[1]], [0, 0, 1.0]])
+    return shift @ back @ rot @ mirror @ to_centre
+
+
+def apply_affine(matrix: FloatArray, xy: FloatArray) -> FloatArray:
+    """Map points (..., 2) through a 3 x 3 affine matrix."""
+    xy = np.asarray(xy, dtype=np.float64)
+    m = np.asarray(matrix, dtype=np.float64)
+    return xy @ m[:2, :2].T + m[:2, 2]

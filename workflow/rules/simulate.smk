@@ -1,0 +1,23 @@
+# Simulation of training frames (paper Sect. 2, Table 3) into HDF5 shards, one job per shard.
+
+
+rule simulate_shard:
+    output:
+        "results/simulation/{dataset}/shard-{index}.h5",
+    params:
+        grid=config["grid"],
+        psf=config["psf"],
+        simulation=config["simulation"],
+        seed=config["seed"],
+    log:
+        "logs/simulate/{dataset}/shard-{index}.log",
+    benchmark:
+        "benchmarks/simulate/{dataset}/shard-{index}.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    conda:
+        "../../envs/voxloc.yaml"
+    script:
+        "../../scripts/simulate_shard.py"
