@@ -128,7 +128,8 @@ def noise_variance(expected: FloatArray, model: NoiseModel) -> FloatArray:
 
     ``expected`` is the noise-free signal (photons for ``physical``); the result is in the
     same units as :func:`add_noise`'s output. EM-CCD excess noise doubles the shot-noise
-    variance (the large-gain limit of the Gamma model).
+    variance: for n ~ Poisson(μ) and e | n ~ Gamma(n, g), Var e = 2 μ g² exactly, at any
+    gain g > 1.
     """
     expected = np.asarray(expected, dtype=np.float64)
     if model.kind == "none":
