@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
-__all__ = ["atomic_output", "write_yaml", "read_yaml", "write_tiff"]
+__all__ = ["atomic_output", "write_yaml", "read_yaml", "write_tiff", "write_parquet"]
 
 
 @contextlib.contextmanager
@@ -67,3 +68,19 @@ def write_tiff(path: str | Path, data: np.ndarray, *, axes: str, **kwargs) -> No
         tifffile.imwrite(
             tmp, data, photometric="minisblack", metadata={"axes": axes}, bigtiff=bigtiff, **kwargs
         )
+
+
+def write_parquet(path: str | Path, table: pd.DataFrame, **metadata: object) -> None:
+    """Write a table atomically as Parquet, with ``metadata`` (and the voxloc version) stored
+    as the file's key-value metadata (values as strings)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from voxloc import __version__
+
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = dict(arrow.schema.metadata or {})
+    extra = {"voxloc_version": __version__, **metadata}
+    meta.update({str(k).encode(): str(v).encode() for k, v in extra.items()})
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)

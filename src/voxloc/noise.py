@@ -24,7 +24,7 @@ from scipy import stats
 
 from voxloc.types import FloatArray, IntArray
 
-__all__ = ["NoiseModel", "NOISE_KINDS", "add_noise", "poisson_constant", "adu_per_photon"]
+__all__ = ["NoiseModel", "NOISE_KINDS", "add_noise", "noise_variance", "poisson_constant", "adu_per_photon"]
 
 NOISE_KINDS = ("paper", "physical", "none")
 

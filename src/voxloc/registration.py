@@ -35,9 +35,9 @@ def affine_matrix(
     cx, cy = width / 2.0, height / 2.0
     to_centre = np.array([[1.0, 0, -cx], [0, 1.0, -cy], [0, 0, 1.0]])
     back = np.array([[1.0, 0, cx], [0, 1.0, cy], [0, 0, 1.0]])
-    mirror = np.diag([-1.0 if flip == "x" else 1.0, -1.0 if flip == "y" else 1.0, 1.0])
     if flip not in ("none", "x", "y"):
         raise ValueError(f"flip must be 'none', 'x' or 'y', got {flip!r}")
+    mirror = np.diag([-1.0 if flip == "x" else 1.0, -1.0 if flip == "y" else 1.0, 1.0])
     c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
     rot = np.array([[scale * c, -scale * s, 0], [scale * s, scale * c, 0], [0, 0, 1.0]])
     shift = np.array([[1.0, 0, shift_px[0]], [0, 1.0, shift_px[1]], [0, 0, 1.0]])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from voxloc.noise import NoiseModel, add_noise
 from voxloc.psf import TABLE2, PSFParams, render_planes
@@ -25,6 +26,8 @@ __all__ = [
     "sample_emitters",
     "sample_drift",
     "expected_frames",
+    "emitter_table",
+    "padded_emitters",
     "simulate_frames",
 ]
 
@@ -68,7 +71,9 @@ class SimulatedFrames:
     drift_nm: FloatArray  # (T, P, 2) float32, plane 1 is 0
 
 
-def emitter_table(frame, x_nm, y_nm, z_nm, weight) -> pd.DataFrame:
+def emitter_table(
+    frame: ArrayLike, x_nm: ArrayLike, y_nm: ArrayLike, z_nm: ArrayLike, weight: ArrayLike
+) -> pd.DataFrame:
     """An emitter table with the standard columns and dtypes."""
     cols = dict(zip(EMITTER_COLUMNS, (frame, x_nm, y_nm, z_nm, weight), strict=True))
     return pd.DataFrame({k: np.asarray(v, dtype=EMITTER_COLUMNS[k]) for k, v in cols.items()})
@@ -97,7 +102,7 @@ def sample_drift(n_frames: int, n_planes: int, max_nm: float, rng: np.random.Gen
     return drift
 
 
-def _padded(emitters: pd.DataFrame, n_frames: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+def padded_emitters(emitters: pd.DataFrame, n_frames: int) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Emitter table -> per-frame arrays xy (T, M, 2), z (T, M), weight (T, M), zero-padded."""
     frame = emitters["frame"].to_numpy(np.int64)
     order = np.argsort(frame, kind="stable")
@@ -126,7 +131,7 @@ def expected_frames(
     drift_nm = np.asarray(drift_nm)
     n_frames = drift_nm.shape[0]
     grid = settings.grid
-    xy, z, w = _padded(emitters, n_frames)
+    xy, z, w = padded_emitters(emitters, n_frames)
     out = np.empty((n_frames, grid.n_planes, grid.height, grid.width), dtype=np.float32)
     for s in range(0, n_frames, batch):
         e = min(s + batch, n_frames)

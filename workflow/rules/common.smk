@@ -39,7 +39,9 @@ def demo_outputs():
     """Files of the built-in demo data (bead stacks, two movies with ground truth)."""
     cams = [f"camera{k}.tif" for k in range(1, 5)]
     out = [f"{DEMO_DIR}/beads/{c}" for c in cams] + [f"{DEMO_DIR}/beads/truth.yaml"]
-    out += [f"{DEMO_DIR}/demo1/{c}" for c in cams] + [f"{DEMO_DIR}/demo1/ground_truth.parquet"]
+    out += [f"{DEMO_DIR}/demo1/{c}" for c in cams] + [
+        f"{DEMO_DIR}/demo1/ground_truth.parquet"
+    ]
     out += [f"{DEMO_DIR}/demo2/movie.tif", f"{DEMO_DIR}/demo2/ground_truth.parquet"]
     return out
 

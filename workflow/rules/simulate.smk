@@ -4,20 +4,20 @@
 rule simulate_shard:
     output:
         "results/simulation/{dataset}/shard-{index}.h5",
+    log:
+        "logs/simulate/{dataset}/shard-{index}.log",
+    benchmark:
+        "benchmarks/simulate/{dataset}/shard-{index}.tsv"
+    conda:
+        "../../envs/voxloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
     params:
         grid=config["grid"],
         psf=config["psf"],
         simulation=config["simulation"],
         seed=config["seed"],
-    log:
-        "logs/simulate/{dataset}/shard-{index}.log",
-    benchmark:
-        "benchmarks/simulate/{dataset}/shard-{index}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
-    conda:
-        "../../envs/voxloc.yaml"
     script:
         "../../scripts/simulate_shard.py"

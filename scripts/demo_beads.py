@@ -1,0 +1,18 @@
+"""Rule demo_beads: the demo bead z-stacks of the true microscope, one TIFF per camera."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from voxloc import demo  # noqa: E402
+
+microscope = demo.DemoMicroscope.from_config(snakemake.params.demo, snakemake.params.px_size_nm)
+demo.write_bead_stacks(
+    list(snakemake.output.stacks),
+    snakemake.output.truth,
+    microscope,
+    snakemake.params.demo["beads"],
+    snakemake.params.seed,
+)

@@ -1,0 +1,73 @@
+# Built-in demo data from the "true microscope" of config `demo` (voxloc.demo): bead z-stacks
+# and two STORM movies, one per input layout. `config` is validated by the Snakefile.
+
+
+rule demo_beads:
+    output:
+        stacks=expand(
+            "{out}/beads/camera{k}.tif", out=config["demo"]["out_dir"], k=[1, 2, 3, 4]
+        ),
+        truth=f"{config['demo']['out_dir']}/beads/truth.yaml",
+    log:
+        "logs/demo/beads.log",
+    benchmark:
+        "benchmarks/demo/beads.tsv"
+    conda:
+        "../../envs/voxloc.yaml"
+    resources:
+        mem_mb=500,
+        runtime=10,
+    params:
+        demo=lookup(dpath="demo", within=config),
+        seed=lookup(dpath="seed", within=config),
+        px_size_nm=lookup(dpath="grid/px_size_nm", within=config),
+    script:
+        "../../scripts/demo_beads.py"
+
+
+rule demo_movie_per_camera:
+    output:
+        planes=expand(
+            "{out}/demo1/camera{k}.tif", out=config["demo"]["out_dir"], k=[1, 2, 3, 4]
+        ),
+        ground_truth=f"{config['demo']['out_dir']}/demo1/ground_truth.parquet",
+    log:
+        "logs/demo/demo1.log",
+    benchmark:
+        "benchmarks/demo/demo1.tsv"
+    conda:
+        "../../envs/voxloc.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        name="demo1",
+        layout="per_camera",
+        demo=lookup(dpath="demo", within=config),
+        seed=lookup(dpath="seed", within=config),
+        px_size_nm=lookup(dpath="grid/px_size_nm", within=config),
+    script:
+        "../../scripts/demo_movie.py"
+
+
+rule demo_movie_stack:
+    output:
+        movie=f"{config['demo']['out_dir']}/demo2/movie.tif",
+        ground_truth=f"{config['demo']['out_dir']}/demo2/ground_truth.parquet",
+    log:
+        "logs/demo/demo2.log",
+    benchmark:
+        "benchmarks/demo/demo2.tsv"
+    conda:
+        "../../envs/voxloc.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        name="demo2",
+        layout="stack",
+        demo=lookup(dpath="demo", within=config),
+        seed=lookup(dpath="seed", within=config),
+        px_size_nm=lookup(dpath="grid/px_size_nm", within=config),
+    script:
+        "../../scripts/demo_movie.py"
