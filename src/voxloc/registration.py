@@ -49,3 +49,66 @@ def apply_affine(matrix: FloatArray, xy: FloatArray) -> FloatArray:
     xy = np.asarray(xy, dtype=np.float64)
     m = np.asarray(matrix, dtype=np.float64)
     return xy @ m[:2, :2].T + m[:2, 2]
+
+
+class Resampler:
+    """Maps the frames of cameras 2-4 onto camera 1's pixel grid (bilinear interpolation).
+
+    Output pixel (i, j) of plane k takes camera k at T_k^{-1}(j + 0.5, i + 0.5). Output
+    pixels whose source point falls outside camera k (a registration that leaves part of
+    the field uncovered, or cameras of different sizes) are *uncovered*: they are filled
+    with the median of that camera's frame (its background level), so the network sees
+    plain background there, and ``coverage`` (P, H, W) marks them False so callers can drop
+    localizations from uncovered areas. Points within half a pixel of a camera's edge take
+    the edge pixels (clamped).
+    """
+
+    def __init__(self, matrices: list[FloatArray], camera_shapes: list[tuple[int, int]]) -> None:
+        if len(matrices) != len(camera_shapes):
+            raise ValueError("one registration matrix per camera is needed")
+        self.height, self.width = camera_shapes[0]
+        self.camera_shapes = [tuple(s) for s in camera_shapes]
+        yy, xx = np.mgrid[0 : self.height, 0 : self.width]
+        p1 = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=-1)
+        self._plans: list[tuple | None] = []
+        coverage = []
+        for m, (h, w) in zip(matrices, camera_shapes, strict=True):
+            m = np.asarray(m, dtype=np.float64)
+            if np.allclose(m, np.eye(3)) and (h, w) == (self.height, self.width):
+                self._plans.append(None)  # identity: copy
+                coverage.append(np.ones((self.height, self.width), dtype=bool))
+                continue
+            q = apply_affine(np.linalg.inv(m), p1)
+            u, v = q[:, 0] - 0.5, q[:, 1] - 0.5  # array coordinates of camera k
+            covered = (u >= -0.5) & (u <= w - 0.5) & (v >= -0.5) & (v <= h - 0.5)
+            u = np.clip(u, 0, w - 1)
+            v = np.clip(v, 0, h - 1)
+            j0 = np.minimum(np.floor(u).astype(np.int64), max(w - 2, 0))
+            i0 = np.minimum(np.floor(v).astype(np.int64), max(h - 2, 0))
+            fx = (u - j0).astype(np.float32)
+            fy = (v - i0).astype(np.float32)
+            j1 = np.minimum(j0 + 1, w - 1)
+            i1 = np.minimum(i0 + 1, h - 1)
+            idx = np.stack([i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1])
+            wts = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
+            self._plans.append((idx, wts, covered))
+            coverage.append(covered.reshape(self.height, self.width))
+        self.coverage = np.stack(coverage)
+
+    def __call__(self, frames: list[FloatArray]) -> FloatArray:
+        """Per-camera batches [(B, H_k, W_k)] -> registered (B, P, H, W) float32."""
+        b = frames[0].shape[0]
+        out = np.empty((b, len(frames), self.height, self.width), dtype=np.float32)
+        for k, (src, plan) in enumerate(zip(frames, self._plans, strict=True)):
+            if plan is None:
+                out[:, k] = src
+                continue
+            idx, wts, covered = plan
+            flat = src.reshape(b, -1)
+            acc = flat[:, idx[0]] * wts[0]
+            for n in range(1, 4):
+                acc += flat[:, idx[n]] * wts[n]
+            if not covered.all():
+                acc[:, ~covered] = np.median(flat, axis=1, keepdims=True)
+            out[:, k] = acc.reshape(b, self.height, self.width)
+        return out
