@@ -25,6 +25,7 @@ __all__ = [
     "load_samples",
     "simulation_settings",
     "PLANE_COLUMNS",
+    "chunk_ranges",
 ]
 
 PLANE_COLUMNS = ("plane1", "plane2", "plane3", "plane4")
@@ -189,3 +190,9 @@ def _settings(grid_cfg, psf_cfg, sim_cfg, n_mol, psf, plane_z_nm) -> SimulationS
         drift_max_nm=float(sim_cfg["drift_max_nm"]),
         integrate_pixels=bool(psf_cfg["integrate_pixels"]),
     )
+
+
+def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:
+    """Frame ranges [start, stop) of the localization chunks of a movie (``localize.chunk_frames``
+    frames each, the last one may be shorter): one Snakemake job per chunk."""
+    return [(s, min(s + chunk_frames, n_frames)) for s in range(0, n_frames, chunk_frames)]
