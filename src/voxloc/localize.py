@@ -1,0 +1,328 @@
+"""Localization of quad-plane movies with a trained network (Aritake et al. 2020, Sect. 3.2).
+
+Per batch of frames: read the cameras (ADU -> photons), map cameras 2-4 onto camera 1's
+grid (:class:`voxloc.registration.Resampler`), run the network (η̂ = g(y; θ), Eq. 9),
+keep the voxels with ĉ > τ and decode their offsets ζ̂ to nm (:func:`voxloc.voxels.decode`).
+Localizations from voxels that no camera-k pixel covers are dropped.
+
+Output tables have one row per molecule: ``frame`` (int32, 0-based), ``x_nm``, ``y_nm``,
+``z_nm``, ``prob`` (float32) in camera-1 geometry, and the voxel indices ``plane``, ``row``,
+``col``. Parquet files carry key-value metadata (pixel size, plane positions, τ, model hash,
+voxloc version, source files); :func:`write_picasso` exports Picasso's HDF5 + YAML.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from voxloc import __version__
+from voxloc.config import chunk_ranges
+from voxloc.errors import InputError
+from voxloc.io import atomic_output, write_yaml
+from voxloc.movies import Movie
+from voxloc.registration import Resampler
+from voxloc.voxels import decode
+
+if TYPE_CHECKING:
+    from voxloc.model import TrainedModel
+
+__all__ = [
+    "LOC_SCHEMA",
+    "chunk_ranges",
+    "file_sha256",
+    "localize_frames",
+    "write_locs",
+    "read_locs_metadata",
+    "merge_locs",
+    "merge_chunk_files",
+    "run_chunk",
+    "check_model_psf",
+    "locs_metadata",
+    "write_picasso",
+]
+
+log = logging.getLogger(__name__)
+
+LOC_SCHEMA = pa.schema(
+    [
+        ("frame", pa.int32()),
+        ("x_nm", pa.float32()),
+        ("y_nm", pa.float32()),
+        ("z_nm", pa.float32()),
+        ("prob", pa.float32()),
+        ("plane", pa.int16()),
+        ("row", pa.int32()),
+        ("col", pa.int32()),
+    ]
+)
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", mininterval=30, file=sys.stderr, smoothing=0.1)
+
+
+def localize_frames(
+    movie: Movie,
+    model: TrainedModel,
+    resampler: Resampler,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    tau: float = 0.5,
+    batch_frames: int = 64,
+) -> pd.DataFrame:
+    """Localize frames [start, stop) of an open movie; one row per molecule (module doc)."""
+    stop = movie.n_frames if stop is None else min(stop, movie.n_frames)
+    height, width = resampler.height, resampler.width
+    grid = model.grid(height, width)
+    parts = []
+    t0 = time.perf_counter()
+    with _progress(stop - start, movie.name) as bar:
+        for first, cams in movie.batches(start, stop, batch_frames):
+            frames = resampler(cams)
+            eta = model.predict(frames, batch_frames=batch_frames)
+            locs = decode(eta, grid, tau, frame_offset=first)
+            covered = resampler.coverage[locs["plane"], locs["row"], locs["col"]]
+            parts.append(locs[covered])
+            bar.update(frames.shape[0])
+    table = pd.concat(parts, ignore_index=True) if parts else decode(np.zeros((0, 4, 4, 1, 1)), grid, tau)
+    dt = time.perf_counter() - t0
+    log.info(
+        "%s: frames %d-%d: %d localizations, %.1f frames/s",
+        movie.name,
+        start,
+        stop - 1,
+        len(table),
+        (stop - start) / max(dt, 1e-9),
+    )
+    return table
+
+
+def _meta_bytes(metadata: Mapping[str, Any]) -> dict[bytes, bytes]:
+    out = {}
+    for k, v in {"voxloc_version": __version__, **metadata}.items():
+        out[str(k).encode()] = (v if isinstance(v, str) else json.dumps(v)).encode()
+    return out
+
+
+def _arrow(table: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(table[LOC_SCHEMA.names], schema=LOC_SCHEMA, preserve_index=False)
+
+
+def write_locs(table: pd.DataFrame, path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Write a localization table atomically as Parquet with key-value ``metadata`` (JSON values)."""
+    arrow = _arrow(table)
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(_meta_bytes(metadata)), tmp)
+
+
+def read_locs_metadata(path: str | Path) -> dict[str, Any]:
+    """Key-value metadata of a localization Parquet, JSON values decoded."""
+    try:
+        raw = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})".splitlines()[0]) from None
+    out = {}
+    for k, v in raw.items():
+        key = k.decode()
+        if key == "pandas":
+            continue
+        try:
+            out[key] = json.loads(v)
+        except json.JSONDecodeError:
+            out[key] = v.decode()
+    return out
+
+
+def merge_locs(chunks: Sequence[str | Path], path: str | Path, metadata: Mapping[str, Any]) -> int:
+    """Concatenate chunk Parquets (in order) into one, streaming row groups; returns the row count."""
+    n = 0
+    with atomic_output(path) as tmp:
+        schema = LOC_SCHEMA.with_metadata(_meta_bytes(metadata))
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for chunk in chunks:
+                pf = pq.ParquetFile(chunk)
+                for batch in pf.iter_batches():
+                    writer.write_table(
+                        pa.Table.from_batches([batch]).cast(LOC_SCHEMA).replace_schema_metadata(None)
+                    )
+                    n += batch.num_rows
+    return n
+
+
+def merge_chunk_files(chunks: Sequence[str | Path], path: str | Path) -> int:
+    """Merge the chunk Parquets of one movie; metadata from the first chunk (minus its frame range)."""
+    if not chunks:
+        raise InputError(f"{path}: no chunk to merge")
+    meta = read_locs_metadata(chunks[0])
+    meta.pop("frame_range", None)
+    n = merge_locs(chunks, path, meta)
+    log.info("%s: %d localizations from %d chunks", path, n, len(chunks))
+    return n
+
+
+def _iter_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=rows):
+        yield batch.to_pandas()
+
+
+def write_picasso(
+    parquet_path: str | Path,
+    hdf5_path: str | Path,
+    yaml_path: str | Path,
+    *,
+    lateral_precision_nm: float,
+    rows: int = 1_000_000,
+) -> None:
+    """Export a localization Parquet to Picasso's ``locs`` HDF5 table plus YAML metadata.
+
+    Picasso puts pixel centres at integer coordinates, so x_px = x_nm / s - 0.5; z stays in
+    nm. lpx, lpy (localization precision, px) are the nominal ``lateral_precision_nm`` / s
+    (a network gives no per-molecule precision). YAML: Width, Height, Frames, Pixelsize.
+    """
+    import h5py
+
+    meta = read_locs_metadata(parquet_path)
+    s = float(meta["px_size_nm"])
+    dtype = np.dtype(
+        [
+            ("frame", "u4"),
+            ("x", "f4"),
+            ("y", "f4"),
+            ("z", "f4"),
+            ("lpx", "f4"),
+            ("lpy", "f4"),
+            ("prob", "f4"),
+        ]
+    )
+    lp = np.float32(lateral_precision_nm / s)
+    with atomic_output(hdf5_path) as tmp, h5py.File(tmp, "w") as h5:
+        ds = h5.create_dataset("locs", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
+        for table in _iter_tables(parquet_path, rows):
+            rec = np.empty(len(table), dtype=dtype)
+            rec["frame"] = table["frame"].to_numpy()
+            rec["x"] = table["x_nm"].to_numpy() / s - 0.5
+            rec["y"] = table["y_nm"].to_numpy() / s - 0.5
+            rec["z"] = table["z_nm"].to_numpy()
+            rec["lpx"] = lp
+            rec["lpy"] = lp
+            rec["prob"] = table["prob"].to_numpy()
+            n = ds.shape[0]
+            ds.resize((n + len(rec),))
+            ds[n:] = rec
+    info = {
+        "Generated by": f"voxloc {__version__}",
+        "Width": int(meta["width_px"]),
+        "Height": int(meta["height_px"]),
+        "Frames": int(meta["n_frames"]),
+        "Pixelsize": s,
+        "Source": str(parquet_path),
+        "Threshold tau": float(meta["tau"]),
+    }
+    write_yaml(yaml_path, info)
+
+
+def check_model_psf(
+    meta: Mapping[str, Any], psf: Mapping[str, float], plane_z_nm: Sequence[float], *, source: str
+) -> list[str]:
+    """Warnings when a model was trained for another PSF or other planes than the current
+    calibration (r0, D off by > 5 %, a plane off by > 50 nm)."""
+    warnings = []
+    trained = meta.get("psf") or {}
+    for key in ("r0_nm", "D_nm"):
+        if key in trained and key in psf and abs(trained[key] - psf[key]) > 0.05 * abs(psf[key]):
+            warnings.append(
+                f"{source}: model trained for {key} = {trained[key]:.1f}, calibration says {psf[key]:.1f}"
+            )
+    planes = (meta.get("grid") or {}).get("plane_z_nm")
+    if planes is not None and len(planes) == len(plane_z_nm):
+        off = max(abs(a - b) for a, b in zip(planes, plane_z_nm, strict=True))
+        if off > 50:
+            warnings.append(
+                f"{source}: model planes {planes} differ from calibrated {list(plane_z_nm)} by {off:.0f} nm"
+            )
+    return warnings
+
+
+def run_chunk(
+    movie_paths: Sequence[str | Path],
+    model_path: str | Path,
+    registrations: Sequence[np.ndarray],
+    out_path: str | Path,
+    *,
+    name: str,
+    start: int,
+    stop: int,
+    offset_adu: float,
+    adu_per_photon: float,
+    tau: float = 0.5,
+    batch_frames: int = 64,
+    device: str = "auto",
+    psf_calibration: str | Path | None = None,
+) -> int:
+    """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
+
+    With ``psf_calibration`` (psf.yaml of the bead calibration) a model trained for another
+    PSF or other plane positions is reported as a warning in the log.
+    """
+    from voxloc.model import load_checkpoint, select_device
+    from voxloc.movies import open_movie
+
+    model = load_checkpoint(model_path, select_device(device))
+    if psf_calibration is not None:
+        from voxloc.calibrate import load_psf
+
+        psf, planes = load_psf(psf_calibration)
+        for warning in check_model_psf(model.meta, psf.to_dict(), planes, source=str(model_path)):
+            log.warning("%s", warning)
+    with open_movie(movie_paths, name=name, offset_adu=offset_adu, adu_per_photon=adu_per_photon) as movie:
+        resampler = Resampler(list(registrations), movie.camera_shapes)
+        table = localize_frames(
+            movie, model, resampler, start=start, stop=stop, tau=tau, batch_frames=batch_frames
+        )
+        meta = locs_metadata(model, model_path, movie, tau=tau)
+    write_locs(table, out_path, {**meta, "frame_range": [start, stop]})
+    return len(table)
+
+
+def locs_metadata(model: TrainedModel, model_path: str | Path, movie: Movie, *, tau: float) -> dict[str, Any]:
+    """The key-value metadata of a localization file."""
+    height, width = movie.camera_shapes[0]
+    grid = model.grid(height, width)
+    edges = grid.z_edges_nm
+    return {
+        "px_size_nm": grid.px_size_nm,
+        "plane_z_nm": list(grid.plane_z_nm),
+        "z_range_nm": [float(edges[0]), float(edges[-1])],
+        "tau": tau,
+        "model": str(model_path),
+        "model_sha256": file_sha256(model_path),
+        "sources": movie.sources,
+        "n_frames": movie.n_frames,
+        "width_px": width,
+        "height_px": height,
+        "coordinates": "camera 1; pixel (i, j) centre at ((j + 0.5) s, (i + 0.5) s)",
+    }

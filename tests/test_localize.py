@@ -1,0 +1,123 @@
+"""Localization of a movie in chunks: schema, metadata, idempotence, merge, Picasso export."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import tifffile
+import torch
+import yaml
+
+from voxloc import localize
+from voxloc.model import build_model, save_checkpoint
+
+T, H, W = 10, 16, 20
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("loc")
+    torch.manual_seed(0)
+    net = build_model({"widths": [4, 4]})
+    net.eval()
+    meta = {
+        "arch": {"n_planes": 4, "widths": [4, 4], "n_large_kernels": 2},
+        "grid": {
+            "px_size_nm": 192.0,
+            "plane_z_nm": [0.0, 400.0, 800.0, 1200.0],
+            "z_range_nm": [-200.0, 1400.0],
+        },
+        "psf": {"a_prime": 5e7, "b": 0.0, "r0_nm": 133.0, "D_nm": 302.0, "A": 7.37e-4, "B": 6.27e-3},
+        "normalisation": {"method": "median_background", "scale_photons": 100.0},
+        "train": {},
+    }
+    save_checkpoint(d / "model.pt", net, meta)
+    movie = np.random.default_rng(0).integers(90, 400, (T, 4, H, W)).astype(np.uint16)
+    tifffile.imwrite(d / "movie.tif", movie, photometric="minisblack", metadata={"axes": "TCYX"})
+    return d
+
+
+def run(files, out, start, stop, **kw):
+    return localize.run_chunk(
+        [files / "movie.tif"],
+        files / "model.pt",
+        [np.eye(3)] * 4,
+        out,
+        name="m",
+        start=start,
+        stop=stop,
+        offset_adu=100,
+        adu_per_photon=2,
+        tau=0.5,
+        device="cpu",
+        **{"batch_frames": 3, **kw},
+    )
+
+
+def test_chunk_schema_metadata_and_idempotence(files):
+    n = run(files, files / "a.parquet", 0, 4)
+    assert n > 0
+    run(files, files / "b.parquet", 0, 4)
+    a = pd.read_parquet(files / "a.parquet")
+    b = pd.read_parquet(files / "b.parquet")
+    pd.testing.assert_frame_equal(a, b)  # a chunk localized twice gives the same table
+    schema = pq.read_schema(files / "a.parquet")
+    assert [f.name for f in schema] == ["frame", "x_nm", "y_nm", "z_nm", "prob", "plane", "row", "col"]
+    assert str(schema.field("frame").type) == "int32" and str(schema.field("x_nm").type) == "float"
+    assert a["frame"].between(0, 3).all()
+    assert (a["prob"] > 0.5).all()
+    # decoded coordinates lie in their voxel: x in [col s, (col + 1) s)
+    assert ((a["x_nm"] >= a["col"] * 192.0) & (a["x_nm"] < (a["col"] + 1) * 192.0 + 1e-3)).all()
+    meta = localize.read_locs_metadata(files / "a.parquet")
+    assert meta["px_size_nm"] == 192.0 and meta["tau"] == 0.5
+    assert meta["plane_z_nm"] == [0.0, 400.0, 800.0, 1200.0]
+    assert meta["frame_range"] == [0, 4] and meta["n_frames"] == T
+    assert len(meta["model_sha256"]) == 64 and meta["sources"] == [str(files / "movie.tif")]
+
+
+def test_chunks_merge_to_the_whole_movie(files):
+    ranges = localize.chunk_ranges(T, 4)
+    assert ranges == [(0, 4), (4, 8), (8, 10)]
+    chunks = []
+    for i, (s, e) in enumerate(ranges):
+        chunks.append(files / f"chunk-{i}.parquet")
+        run(files, chunks[-1], s, e, batch_frames=2)
+    # batches of 2 frames fall alike in chunks and in the whole movie: identical numerics
+    run(files, files / "whole.parquet", 0, T, batch_frames=2)
+    n = localize.merge_chunk_files(chunks, files / "merged.parquet")
+    merged = pd.read_parquet(files / "merged.parquet")
+    whole = pd.read_parquet(files / "whole.parquet")
+    assert n == len(merged) == len(whole)
+    pd.testing.assert_frame_equal(merged, whole)
+    assert "frame_range" not in localize.read_locs_metadata(files / "merged.parquet")
+
+
+def test_picasso_export_round_trips(files):
+    run(files, files / "p.parquet", 0, T)
+    localize.write_picasso(files / "p.parquet", files / "p.hdf5", files / "p.yaml", lateral_precision_nm=19.2)
+    locs = pd.read_parquet(files / "p.parquet")
+    with h5py.File(files / "p.hdf5") as h5:
+        rec = h5["locs"][...]
+    assert len(rec) == len(locs)
+    np.testing.assert_array_equal(rec["frame"], locs["frame"])
+    # Picasso: pixel centres at integer coordinates
+    np.testing.assert_allclose(rec["x"], locs["x_nm"] / 192.0 - 0.5, atol=1e-5)
+    np.testing.assert_allclose(rec["y"], locs["y_nm"] / 192.0 - 0.5, atol=1e-5)
+    np.testing.assert_allclose(rec["z"], locs["z_nm"])
+    np.testing.assert_allclose(rec["lpx"], 0.1)
+    info = yaml.safe_load((files / "p.yaml").read_text())
+    assert (info["Width"], info["Height"], info["Frames"], info["Pixelsize"]) == (W, H, T, 192.0)
+
+
+def test_model_for_another_psf_warns():
+    meta = {"psf": {"r0_nm": 133.0, "D_nm": 302.0}, "grid": {"plane_z_nm": [0, 400, 800, 1200]}}
+    assert (
+        localize.check_model_psf(meta, {"r0_nm": 135.0, "D_nm": 300.0}, [0, 395, 810, 1190], source="m") == []
+    )
+    warnings = localize.check_model_psf(
+        meta, {"r0_nm": 150.0, "D_nm": 302.0}, [0, 400, 900, 1200], source="m.pt"
+    )
+    assert len(warnings) == 2 and all(w.startswith("m.pt: ") for w in warnings)
