@@ -27,6 +27,7 @@ __all__ = [
     "TABLE2",
     "defocus_width_nm",
     "peak_amplitude",
+    "gaussian_spot",
     "psf_value",
     "render_planes",
 ]
@@ -84,6 +85,26 @@ def peak_amplitude(width_nm: FloatArray | float, a_prime: float) -> FloatArray:
     return a_prime / (2.0 * math.pi * r * r)
 
 
+def gaussian_spot(
+    x_nm: FloatArray | float,
+    y_nm: FloatArray | float,
+    x0_nm: FloatArray | float,
+    y0_nm: FloatArray | float,
+    width_nm: FloatArray | float,
+    peak: FloatArray | float,
+    background: FloatArray | float = 0.0,
+) -> FloatArray:
+    """One plane of Eq. 4: peak exp(-((x - x0)^2 + (y - y0)^2) / (2 r^2)) + background.
+
+    The single-plane form behind :func:`psf_value` (with r = r(z_k - z_m) of Eq. 5 and
+    peak = w a(z_k - z_m) of Eq. 6) and the per-slice bead fit, which frees r and the peak.
+    Point-sampled at (x, y); all arguments broadcast; any length unit, used consistently.
+    """
+    r = np.asarray(width_nm, dtype=np.float64)
+    d2 = (np.asarray(x_nm) - x0_nm) ** 2 + (np.asarray(y_nm) - y0_nm) ** 2
+    return np.asarray(peak) * np.exp(-d2 / (2 * r * r)) + background
+
+
 def psf_value(
     x_nm: FloatArray | float,
     y_nm: FloatArray | float,
@@ -108,9 +129,8 @@ def psf_value(
         A=params.A,
         B=params.B,
     )
-    d2 = (np.asarray(x_nm) - mol_x_nm) ** 2 + (np.asarray(y_nm) - mol_y_nm) ** 2
-    value = np.asarray(weight) * peak_amplitude(r, params.a_prime) * np.exp(-d2 / (2 * r * r))
-    return value + params.b if include_background else value
+    peak = np.asarray(weight) * peak_amplitude(r, params.a_prime)
+    return gaussian_spot(x_nm, y_nm, mol_x_nm, mol_y_nm, r, peak, params.b if include_background else 0.0)
 
 
 def _profile(

@@ -2,6 +2,8 @@
 
 
 rule simulate_shard:
+    input:
+        psf=simulation_psf,
     output:
         "results/simulation/{dataset}/shard-{index}.h5",
     log:

@@ -1,0 +1,25 @@
+"""Rule fit_psf: bead z-stacks + registration -> PSF of Table 2 and the plane positions."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs and tracebacks go to the rule log
+logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+from voxloc import calibrate  # noqa: E402
+from voxloc.errors import VoxlocError  # noqa: E402
+
+try:
+    calibrate.fit_psf(
+        list(snakemake.input.stacks),
+        snakemake.input.affine,
+        snakemake.params.beads,
+        snakemake.params.calibration,
+        snakemake.params.px_size_nm,
+        snakemake.output.psf,
+        snakemake.output.qc,
+    )
+except VoxlocError as exc:  # one line, in the log and on the console; no output is written
+    logging.getLogger("voxloc").error("%s", exc)
+    print(f"voxloc: {exc}", file=sys.__stderr__)
+    sys.exit(1)

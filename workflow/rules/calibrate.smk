@@ -1,0 +1,53 @@
+# Bead calibration at the head of the chain (voxloc.calibrate, Aritake et al. 2020 Sect. 2.2,
+# 4.1): the affine registration of cameras 2-4 onto camera 1, then the PSF of Table 2 and the
+# measured plane positions. Inputs: the bead z-stacks of config `calibration.beads`
+# (get_bead_tiffs in common.smk). `config` is validated by common.smk.
+
+
+rule calibrate_affine:
+    input:
+        stacks=get_bead_tiffs,
+    output:
+        affine="results/calibration/affine.yaml",
+        qc="results/calibration/affine_qc.png",
+    log:
+        "logs/calibration/affine.log",
+    benchmark:
+        "benchmarks/calibration/affine.tsv"
+    conda:
+        "../../envs/voxloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        beads=lookup(dpath="calibration/beads", within=config),
+        calibration=lookup(dpath="calibration", within=config),
+        px_size_nm=lookup(dpath="grid/px_size_nm", within=config),
+    script:
+        "../../scripts/calibrate_affine.py"
+
+
+rule fit_psf:
+    input:
+        stacks=get_bead_tiffs,
+        affine="results/calibration/affine.yaml",
+    output:
+        psf="results/calibration/psf.yaml",
+        qc="results/calibration/psf_qc.png",
+    log:
+        "logs/calibration/psf.log",
+    benchmark:
+        "benchmarks/calibration/psf.tsv"
+    conda:
+        "../../envs/voxloc.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        beads=lookup(dpath="calibration/beads", within=config),
+        calibration=lookup(dpath="calibration", within=config),
+        px_size_nm=lookup(dpath="grid/px_size_nm", within=config),
+    script:
+        "../../scripts/fit_psf.py"
