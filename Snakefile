@@ -20,6 +20,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/localize.smk"
+include: "workflow/rules/render.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

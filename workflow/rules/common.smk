@@ -27,6 +27,7 @@ DATASETS = config["simulation"]["datasets"]
 DEMO_DIR = config["demo"]["out_dir"]
 MOVIES = list(samples.index)
 MOVIES_WITH_TRUTH = [m for m in MOVIES if pd.notna(samples.loc[m].get("ground_truth"))]
+MODEL = f"results/models/{config['train']['name']}/model.pt"
 AFFINE = "results/calibration/affine.yaml"
 PSF_CALIBRATION = "results/calibration/psf.yaml"
 
@@ -109,4 +110,13 @@ def get_final_output():
     out += demo_outputs()
     out += [AFFINE, PSF_CALIBRATION]
     out += ["results/calibration/affine_qc.png", "results/calibration/psf_qc.png"]
+    out += [MODEL]
+    for movie in MOVIES:
+        out += [
+            f"results/localizations/{movie}{ext}"
+            for ext in (".parquet", ".hdf5", ".yaml")
+        ]
+        out += [f"results/render/{movie}.tif", f"results/render/{movie}.png"]
+    if MOVIES_WITH_TRUTH:
+        out.append("results/evaluation/summary.tsv")
     return out

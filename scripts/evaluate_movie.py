@@ -1,0 +1,19 @@
+"""Rule evaluate_movie: match localizations to ground truth, write the metrics as CSV."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from voxloc import evaluate  # noqa: E402
+
+opts = snakemake.params.options
+evaluate.evaluate_files(
+    snakemake.input.locs,
+    snakemake.input.truth,
+    snakemake.output[0],
+    movie=snakemake.wildcards.movie,
+    lateral_nm=opts["lateral_tolerance_nm"],
+    axial_nm=opts["axial_tolerance_nm"],
+)

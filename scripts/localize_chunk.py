@@ -1,0 +1,27 @@
+"""Rule localize_chunk: frames [start, stop) of a quad-plane movie -> one Parquet chunk."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, progress bar, tracebacks
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from voxloc import calibrate, io, localize  # noqa: E402
+
+opts = snakemake.params.options
+n_frames = io.read_yaml(snakemake.input.info)["n_frames"]
+start, stop = localize.chunk_ranges(n_frames, opts["chunk_frames"])[int(snakemake.wildcards.chunk)]
+localize.run_chunk(
+    snakemake.input.movie,
+    snakemake.input.model,
+    calibrate.load_affine(snakemake.input.affine),
+    snakemake.output[0],
+    name=snakemake.wildcards.movie,
+    start=start,
+    stop=stop,
+    tau=opts["tau"],
+    batch_frames=opts["batch_frames"],
+    device=opts["device"],
+    psf_calibration=snakemake.input.psf,
+    **snakemake.params.camera,
+)

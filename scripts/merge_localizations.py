@@ -1,0 +1,15 @@
+"""Rule merge_localizations: chunk Parquets -> one Parquet per movie, plus Picasso HDF5 + YAML."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from voxloc import localize  # noqa: E402
+
+out = snakemake.output
+localize.merge_chunk_files(snakemake.input.chunks, out.parquet)
+localize.write_picasso(
+    out.parquet, out.picasso[0], out.picasso[1], lateral_precision_nm=snakemake.params.lateral_precision_nm
+)
