@@ -158,9 +158,8 @@ class TrainedModel:
         out = []
         for s in range(0, frames_photons.shape[0], batch_frames):
             x = torch.from_numpy(normalise(frames_photons[s : s + batch_frames], self.normalisation))
-            x = x.to(self.device)
-            if self.device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
+            # channels-last: faster convolutions on the GPU and on the CPU (oneDNN) alike
+            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
             out.append(self.net(x).float().cpu().numpy())
         if not out:
             n, p, h, w = frames_photons.shape
@@ -216,9 +215,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None) 
     net = build_model(meta["arch"])
     net.load_state_dict(ckpt["state_dict"])
     net.to(device).eval()
-    if device.type == "cuda":
-        net.to(memory_format=torch.channels_last)
-    else:
+    net.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal activations slow CPU convolutions ~2x
     log.info("loaded %s (voxloc %s, arch %s) on %s", path, meta.get("voxloc_version"), meta["arch"], device)
     return TrainedModel(net=net, meta=meta, device=device)

@@ -61,7 +61,7 @@ class TiffPlanes:
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint16))
     _lead_shape: tuple[int, ...] = ()
     _plane_axis: int | None = None
-    _mmap: np.ndarray | None = field(default=None, repr=False)
+    _data_offset: int | None = None  # byte offset of contiguous, uncompressed pages
 
     @classmethod
     def open(cls, path: str | Path, n_planes: int) -> TiffPlanes:
@@ -124,24 +124,45 @@ class TiffPlanes:
             _lead_shape=tuple(n for n, _ in lead),
             _plane_axis=plane_axis,
         )
-        obj._mmap = obj._try_memmap(n_pages)
+        obj._data_offset = obj._contiguous_offset(n_pages)
         if n_frames == 0:
             raise InputError(f"{path}: the movie holds no frame")
         return obj
 
-    def _try_memmap(self, n_pages: int) -> np.ndarray | None:
-        """A read-only memory map of all pages (n_pages, H, W) if the file allows it."""
+    def _contiguous_offset(self, n_pages: int) -> int | None:
+        """Byte offset of the pages if they are stored uncompressed and contiguous, else None."""
         try:
             mm = tifffile.memmap(self.path, series=0, mode="r")
         except Exception:  # compressed, tiled, non-contiguous...: read pages instead
             return None
-        if mm.size != n_pages * self.height * self.width:
-            return None
-        return mm.reshape(n_pages, self.height, self.width)
+        ok = mm.size == n_pages * self.height * self.width
+        offset = getattr(mm, "offset", None)
+        del mm
+        return int(offset) if ok and offset is not None else None
 
     @property
     def memory_mapped(self) -> bool:
-        return self._mmap is not None
+        return self._data_offset is not None
+
+    def _read_mapped(self, pages: np.ndarray) -> np.ndarray:
+        """Copy pages out of a memory map of just the pages spanned, then drop the map.
+
+        Mapping per read (not the whole file once) keeps the resident memory of a long movie
+        flat: the pages of a map that stays open count against the job's memory.
+        """
+        lo, hi = int(pages.min()), int(pages.max()) + 1
+        page_bytes = self.height * self.width * self.dtype.itemsize
+        mm = np.memmap(
+            self.path,
+            dtype=self.dtype,
+            mode="r",
+            offset=self._data_offset + lo * page_bytes,
+            shape=(hi - lo, self.height, self.width),
+        )
+        try:
+            return np.array(mm[pages - lo])
+        finally:
+            del mm
 
     def page_of(self, t: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Flat page index of frame t, plane k (in the file's storage order)."""
@@ -163,8 +184,8 @@ class TiffPlanes:
         pages = self.page_of(np.broadcast_to(t, (t.size, k.size)), np.broadcast_to(k, (t.size, k.size)))
         flat = pages.reshape(-1)
         try:
-            if self._mmap is not None:
-                data = np.asarray(self._mmap[flat])
+            if self._data_offset is not None:
+                data = self._read_mapped(flat)
             else:
                 data = self.tif.asarray(key=flat.tolist(), series=0)
         except Exception as exc:
@@ -175,7 +196,6 @@ class TiffPlanes:
         return data.reshape(stop - start, self.n_planes, self.height, self.width)
 
     def close(self) -> None:
-        self._mmap = None
         self.tif.close()
 
 
