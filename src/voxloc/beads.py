@@ -24,6 +24,7 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 
 from voxloc.errors import InputError
+from voxloc.movies import open_tiff
 from voxloc.psf import gaussian_spot
 from voxloc.types import BoolArray, FloatArray
 
@@ -67,14 +68,11 @@ def stack_source(paths: Sequence[str | Path]) -> str:
 
 
 def _read_tiff(path: Path) -> np.ndarray:
-    import tifffile
-
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    try:
-        data = tifffile.imread(path)
-    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
-        raise InputError(f"{path}: not a readable TIFF ({exc})".splitlines()[0]) from None
+    with open_tiff(path) as tif:
+        try:
+            data = tif.asarray()
+        except Exception as exc:  # truncated or corrupt pages
+            raise InputError(f"{path}: cannot read the TIFF's pixels ({exc})".splitlines()[0]) from None
     if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
         raise InputError(f"{path}: expected grey-level pixels, got dtype {data.dtype}")
     return data

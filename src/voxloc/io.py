@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["atomic_output", "write_yaml", "read_yaml", "write_tiff", "write_parquet"]
+__all__ = ["atomic_output", "to_builtin", "write_yaml", "read_yaml", "write_tiff", "write_parquet"]
 
 
 @contextlib.contextmanager
@@ -32,22 +32,29 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def to_builtin(value: object, *, finite: bool = False) -> object:
+    """Plain Python data (dict, list, str, int, float) from numpy arrays/scalars, tuples and
+    str subclasses, for YAML, JSON or ``torch.load(weights_only=True)``; with ``finite``,
+    NaN and infinities become None."""
+    if isinstance(value, dict):
+        return {str(k): to_builtin(v, finite=finite) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_builtin(v, finite=finite) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_builtin(value.tolist(), finite=finite)
+    if isinstance(value, np.generic):
+        return to_builtin(value.item(), finite=finite)
+    if isinstance(value, float) and finite and not np.isfinite(value):
+        return None
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
 def write_yaml(path: str | Path, data: dict) -> None:
-    """Write a YAML document atomically (plain Python types; numpy scalars converted)."""
-
-    def plain(v):
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [plain(x) for x in v]
-        if isinstance(v, np.ndarray):
-            return plain(v.tolist())
-        if isinstance(v, np.generic):
-            return v.item()
-        return v
-
+    """Write a YAML document atomically (numpy values converted to plain Python)."""
     with atomic_output(path) as tmp:
-        tmp.write_text(yaml.safe_dump(plain(data), sort_keys=False))
+        tmp.write_text(yaml.safe_dump(to_builtin(data), sort_keys=False))
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -21,7 +21,6 @@ that loads with ``weights_only=True``: tensors plus JSON-like metadata (see
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from voxloc import __version__
-from voxloc.io import atomic_output
+from voxloc.io import atomic_output, to_builtin
 from voxloc.types import FloatArray
 from voxloc.voxels import VoxelGrid
 
@@ -167,23 +166,6 @@ class TrainedModel:
         return np.concatenate(out)
 
 
-def _plain(value: Any) -> Any:
-    """Metadata as builtin types only (loadable with ``torch.load(weights_only=True)``)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str):
-        return str(value)  # e.g. torch.__version__ is a str subclass that weights_only refuses
-    return value
-
-
 def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any], **state: Any) -> None:
     """Write ``{"state_dict", "meta", **state}`` atomically (temp file, then rename).
 
@@ -194,7 +176,9 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any], *
     """
     raw = net.module if hasattr(net, "module") else net
     weights = {k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
-    meta = _plain({**meta, "voxloc_version": __version__, "torch_version": str(torch.__version__)})
+    meta = to_builtin(
+        {**meta, "voxloc_version": __version__, "torch_version": str(torch.__version__)}, finite=True
+    )
     with atomic_output(path) as tmp:
         torch.save({"format": "voxloc-model/1", "state_dict": weights, "meta": meta, **state}, tmp)
 

@@ -25,14 +25,15 @@ import tifffile
 from voxloc.errors import InputError
 from voxloc.types import FloatArray
 
-__all__ = ["TiffPlanes", "Movie", "open_movie"]
+__all__ = ["TiffPlanes", "Movie", "open_movie", "open_tiff"]
 
 log = logging.getLogger(__name__)
 
 N_PLANES = 4
 
 
-def _open_tiff(path: Path) -> tifffile.TiffFile:
+def open_tiff(path: Path) -> tifffile.TiffFile:
+    """Open a TIFF, or raise a one-line InputError naming it (missing, unreadable, empty)."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     try:
@@ -66,7 +67,7 @@ class TiffPlanes:
     @classmethod
     def open(cls, path: str | Path, n_planes: int) -> TiffPlanes:
         path = Path(path)
-        tif = _open_tiff(path)
+        tif = open_tiff(path)
         try:
             return cls._from_tif(path, tif, n_planes)
         except InputError:
