@@ -7,9 +7,9 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs and tracebacks go 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
 from voxloc import calibrate  # noqa: E402
-from voxloc.errors import VoxlocError  # noqa: E402
+from voxloc.errors import exit_on_error  # noqa: E402
 
-try:
+with exit_on_error():  # one line, in the log and on the console; no output is written
     calibrate.calibrate_affine(
         list(snakemake.input.stacks),
         snakemake.params.beads,
@@ -18,7 +18,3 @@ try:
         snakemake.output.affine,
         snakemake.output.qc,
     )
-except VoxlocError as exc:  # one line, in the log and on the console; no output is written
-    logging.getLogger("voxloc").error("%s", exc)
-    print(f"voxloc: {exc}", file=sys.__stderr__)
-    sys.exit(1)

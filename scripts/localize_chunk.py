@@ -7,21 +7,23 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, progress bar, tra
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from voxloc import calibrate, io, localize  # noqa: E402
+from voxloc.errors import exit_on_error  # noqa: E402
 
 opts = snakemake.params.options
-n_frames = io.read_yaml(snakemake.input.info)["n_frames"]
-start, stop = localize.chunk_ranges(n_frames, opts["chunk_frames"])[int(snakemake.wildcards.chunk)]
-localize.run_chunk(
-    snakemake.input.movie,
-    snakemake.input.model,
-    calibrate.load_affine(snakemake.input.affine),
-    snakemake.output[0],
-    name=snakemake.wildcards.movie,
-    start=start,
-    stop=stop,
-    tau=opts["tau"],
-    batch_frames=opts["batch_frames"],
-    device=opts["device"],
-    psf_calibration=snakemake.input.psf,
-    **snakemake.params.camera,
-)
+with exit_on_error():  # one line naming the file, in the log and on the console; no chunk written
+    n_frames = io.read_yaml(snakemake.input.info)["n_frames"]
+    start, stop = localize.chunk_ranges(n_frames, opts["chunk_frames"])[int(snakemake.wildcards.chunk)]
+    localize.run_chunk(
+        snakemake.input.movie,
+        snakemake.input.model,
+        calibrate.load_affine(snakemake.input.affine),
+        snakemake.output[0],
+        name=snakemake.wildcards.movie,
+        start=start,
+        stop=stop,
+        tau=opts["tau"],
+        batch_frames=opts["batch_frames"],
+        device=opts["device"],
+        psf_calibration=snakemake.input.psf,
+        **snakemake.params.camera,
+    )

@@ -7,9 +7,14 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from voxloc import localize  # noqa: E402
+from voxloc.errors import exit_on_error  # noqa: E402
 
 out = snakemake.output
-localize.merge_chunk_files(snakemake.input.chunks, out.parquet)
-localize.write_picasso(
-    out.parquet, out.picasso[0], out.picasso[1], lateral_precision_nm=snakemake.params.lateral_precision_nm
-)
+with exit_on_error():  # one line naming the file, in the log and on the console
+    localize.merge_chunk_files(snakemake.input.chunks, out.parquet)
+    localize.write_picasso(
+        out.parquet,
+        out.picasso[0],
+        out.picasso[1],
+        lateral_precision_nm=snakemake.params.lateral_precision_nm,
+    )

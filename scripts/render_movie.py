@@ -7,23 +7,25 @@ sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from voxloc import render  # noqa: E402
+from voxloc.errors import exit_on_error  # noqa: E402
 from voxloc.voxels import VoxelGrid  # noqa: E402
 
 opts = snakemake.params.render
 # fallbacks for a Parquet without px_size_nm / z_range_nm metadata: the nominal grid
 grid = VoxelGrid(1, 1, snakemake.params.px_size_nm, tuple(snakemake.params.plane_z_nm))
-render.render_movie(
-    snakemake.input[0],
-    snakemake.output.tif,
-    snakemake.output.png,
-    px_nm=opts["px_nm"],
-    z_bin_nm=opts["z_bin_nm"],
-    blur_sigma_nm=tuple(opts["blur_sigma_nm"]),
-    chunk_rows=opts["chunk_rows"],
-    scale_bar_nm=opts["scale_bar_nm"],
-    colormap=opts["colormap"],
-    saturation_percentile=opts["saturation_percentile"],
-    gamma=opts["gamma"],
-    z_range_nm=(float(grid.z_edges_nm[0]), float(grid.z_edges_nm[-1])),
-    px_size_nm=grid.px_size_nm,
-)
+with exit_on_error():  # one line naming the file, in the log and on the console
+    render.render_movie(
+        snakemake.input[0],
+        snakemake.output.tif,
+        snakemake.output.png,
+        px_nm=opts["px_nm"],
+        z_bin_nm=opts["z_bin_nm"],
+        blur_sigma_nm=tuple(opts["blur_sigma_nm"]),
+        chunk_rows=opts["chunk_rows"],
+        scale_bar_nm=opts["scale_bar_nm"],
+        colormap=opts["colormap"],
+        saturation_percentile=opts["saturation_percentile"],
+        gamma=opts["gamma"],
+        z_range_nm=(float(grid.z_edges_nm[0]), float(grid.z_edges_nm[-1])),
+        px_size_nm=grid.px_size_nm,
+    )

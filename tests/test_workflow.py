@@ -1,30 +1,98 @@
-"""End to end through the Snakemake CLI on a tiny config in a temporary directory."""
+"""End to end through the Snakemake CLI on a tiny config in a temporary directory.
+
+One module-scoped run of the default target (demo data -> calibration -> simulation ->
+training -> localization -> render -> evaluation, tests/workflow/config.yaml); then every
+output is parsed, one chunk is rebuilt and compared, and bad inputs are run in copies of
+the finished working directory (so nothing is trained twice).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
+import os
+import re
 import shutil
 import subprocess
 import sys
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import tifffile
+import yaml
+from PIL import Image
 
-from voxloc import shards
+import voxloc
+from voxloc import calibrate, shards
+from voxloc.evaluate import Summary
+from voxloc.localize import LOC_SCHEMA, read_locs_metadata
+from voxloc.model import load_checkpoint
+from voxloc.validation import LOG_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "workflow" / "config.yaml"
+MOVIES = ("demo1", "demo2")
+N_FRAMES = 12  # demo.movies.n_frames of the tiny config
+CHUNKS = 2  # localize.chunk_frames 6
+WIDTH = HEIGHT = 40  # demo.frame_size
+PX_NM = 192.0
+SOURCES = {
+    "demo1": [f"resources/demo/demo1/camera{k}.tif" for k in range(1, 5)],
+    "demo2": ["resources/demo/demo2/movie.tif"],
+}
+METRIC_COLUMNS = ["movie", *Summary.__dataclass_fields__, "lateral_tolerance_nm", "axial_tolerance_nm"]
+SHEET_COLUMNS = "movie path plane1 plane2 plane3 plane4 ground_truth offset_adu adu_per_photon".split()
 
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
-    cmd += ["--cores", "2", "--configfile", str(TINY), *args]
+def snakemake(
+    workdir: Path,
+    *args: str,
+    targets: Sequence[str] = (),
+    configfiles: Sequence[Path] = (TINY,),
+) -> subprocess.CompletedProcess:
+    # targets first: --configfile takes one or more values and would swallow them
+    cmd = [sys.executable, "-m", "snakemake", *targets, "-s", str(ROOT / "Snakefile"), "-d", str(workdir)]
+    cmd += ["--cores", "2", *args, "--configfile", *map(str, configfiles)]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+
+def console(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The first 'Job stats' table of Snakemake's output: rule -> number of jobs."""
+    m = re.search(r"Job stats:\njob\s+count\n[-\s]+\n(.*?)\ntotal\s", console(proc), re.S)
+    assert m, console(proc)[-3000:]
+    return {rule: int(n) for rule, n in (line.split() for line in m.group(1).splitlines())}
+
+
+def copy_workdir(src: Path, dst: Path, drop: Sequence[str] = ()) -> Path:
+    """Copy a finished working directory with its timestamps and .snakemake metadata, so that
+    Snakemake sees its results as up to date; then delete the paths in ``drop``."""
+    shutil.copytree(src, dst, symlinks=True)
+    for rel in drop:
+        shutil.rmtree(dst / rel, ignore_errors=True)
+    return dst
+
+
+def write_sheet(path: Path, rows: Sequence[dict[str, str]]) -> None:
+    lines = ["\t".join(SHEET_COLUMNS)]
+    lines += ["\t".join(row.get(c, "") for c in SHEET_COLUMNS) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def temp_leftovers(workdir: Path) -> list[Path]:
+    return [p for d in ("results", "resources") for p in (workdir / d).rglob(".*.tmp*")]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +103,34 @@ def run(tmp_path_factory):
     proc = snakemake(workdir)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return workdir
+
+
+# ------------------------------------------------------------------- outputs of rule all
+
+
+def test_snakemake_summary_lists_every_output_up_to_date(run):
+    proc = snakemake(run, "--summary")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_csv(io.StringIO(proc.stdout), sep="\t")
+    assert (table["status"] == "ok").all(), table[table["status"] != "ok"]
+    assert (table["plan"] == "no update").all(), table[table["plan"] != "no update"]
+    expected = {
+        "results/calibration/affine.yaml",
+        "results/calibration/affine_qc.png",
+        "results/calibration/psf.yaml",
+        "results/calibration/psf_qc.png",
+        "results/models/quick/model.pt",
+        "results/models/quick/log.csv",
+        "results/evaluation/summary.tsv",
+    }
+    for movie in MOVIES:
+        expected |= {f"results/localizations/{movie}{ext}" for ext in (".parquet", ".hdf5", ".yaml")}
+        expected |= {f"results/render/{movie}{ext}" for ext in (".tif", ".png")}
+        expected |= {f"results/evaluation/{movie}.csv", f"results/movies/{movie}/info.yaml"}
+    assert expected <= set(table["output_file"])
+    for path in table["output_file"]:
+        assert (run / path).is_file(), path
+    assert not temp_leftovers(run)
 
 
 def test_shards_exist_and_parse(run):
@@ -64,28 +160,383 @@ def test_demo_outputs_exist_and_parse(run):
         beads = tifffile.imread(demo / f"beads/camera{k}.tif")
         assert beads.shape == (12, 40, 40) and beads.dtype == np.uint16
         cam = tifffile.imread(demo / f"demo1/camera{k}.tif")
-        assert cam.shape == (12, 40, 40) and cam.dtype == np.uint16
+        assert cam.shape == (N_FRAMES, HEIGHT, WIDTH) and cam.dtype == np.uint16
     stack = tifffile.imread(demo / "demo2/movie.tif")
-    assert stack.shape == (12, 4, 40, 40) and stack.dtype == np.uint16
-    for movie in ("demo1", "demo2"):
+    assert stack.shape == (N_FRAMES, 4, HEIGHT, WIDTH) and stack.dtype == np.uint16
+    for movie in MOVIES:
         gt = pd.read_parquet(demo / f"{movie}/ground_truth.parquet")
         assert list(gt.columns) == ["frame", "x_nm", "y_nm", "z_nm", "weight"]
         assert gt["frame"].dtype == np.int32
-        assert gt["frame"].between(0, 11).all()
+        assert gt["frame"].between(0, N_FRAMES - 1).all()
     assert (demo / "beads/truth.yaml").exists()
+
+
+def assert_png(path: Path, mode: str | None = None) -> None:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG"
+        assert im.width > 0 and im.height > 0
+        if mode is not None:
+            assert im.mode == mode, (path, im.mode)
+
+
+def test_calibration_outputs_parse(run):
+    cal = run / "results/calibration"
+    matrices = calibrate.load_affine(cal / "affine.yaml")
+    assert len(matrices) == 4
+    np.testing.assert_allclose(matrices[0], np.eye(3))
+    for m in matrices:
+        assert m.shape == (3, 3) and np.isfinite(m).all()
+    psf, planes = calibrate.load_psf(cal / "psf.yaml")
+    assert psf.r0_nm > 0 and psf.D_nm > 0
+    assert len(planes) == 4 and planes[0] == 0 and np.all(np.diff(planes) > 0)
+    for name in ("affine_qc.png", "psf_qc.png"):
+        assert_png(cal / name)
+    for name in ("affine", "psf"):
+        assert (run / f"logs/calibration/{name}.log").exists()
+
+
+def test_model_loads_and_log_has_one_row_per_epoch(run):
+    model_dir = run / "results/models/quick"
+    model = load_checkpoint(model_dir / "model.pt", "cpu")
+    assert model.meta["arch"]["widths"] == [4, 4]
+    assert model.meta["epochs_done"] == 1
+    # trained for the bead calibration's planes (psf.source: calibration)
+    _, planes = calibrate.load_psf(run / "results/calibration/psf.yaml")
+    np.testing.assert_allclose(model.meta["grid"]["plane_z_nm"], planes)
+    log = pd.read_csv(model_dir / "log.csv")
+    assert list(log.columns) == list(LOG_COLUMNS)
+    assert log["epoch"].tolist() == [1]
+    assert log[["train_loss", "val_loss"]].notna().all().all()
+    assert log["frames_seen"].iloc[0] == 60  # one pass over the 2 x 30 training frames
+
+
+def read_schema_fields(path: Path) -> list[tuple[str, object]]:
+    return [(f.name, f.type) for f in pq.read_schema(path)]
+
+
+@pytest.mark.parametrize("movie", MOVIES)
+def test_localizations_parquet_schema_and_metadata(run, movie):
+    path = run / f"results/localizations/{movie}.parquet"
+    assert read_schema_fields(path) == [(f.name, f.type) for f in LOC_SCHEMA]
+    meta = read_locs_metadata(path)
+    documented = {"px_size_nm", "plane_z_nm", "tau", "model_sha256", "voxloc_version", "sources"}
+    documented |= {"n_frames", "width_px", "height_px"}
+    assert documented <= set(meta), sorted(documented - set(meta))
+    assert "frame_range" not in meta  # a chunk's key, dropped by the merge
+    assert meta["px_size_nm"] == PX_NM
+    _, planes = calibrate.load_psf(run / "results/calibration/psf.yaml")
+    np.testing.assert_allclose(meta["plane_z_nm"], planes)
+    assert meta["tau"] == 0.5
+    model_bytes = (run / "results/models/quick/model.pt").read_bytes()
+    assert meta["model_sha256"] == hashlib.sha256(model_bytes).hexdigest()
+    assert meta["voxloc_version"] == voxloc.__version__
+    assert meta["sources"] == SOURCES[movie]
+    assert (meta["n_frames"], meta["width_px"], meta["height_px"]) == (N_FRAMES, WIDTH, HEIGHT)
+
+    table = pd.read_parquet(path)
+    assert len(table) > 0
+    assert table["frame"].between(0, N_FRAMES - 1).all()
+    assert (table["prob"] > meta["tau"]).all()
+    assert table["plane"].between(0, 3).all()
+    assert table["row"].between(0, HEIGHT - 1).all() and table["col"].between(0, WIDTH - 1).all()
+    assert table["x_nm"].between(0, WIDTH * PX_NM).all() and table["y_nm"].between(0, HEIGHT * PX_NM).all()
+    assert np.isfinite(table[["x_nm", "y_nm", "z_nm"]].to_numpy()).all()
+
+    # the merged table is the chunks in order; each chunk holds its own frame range
+    chunk_dir = run / f"results/localizations/{movie}"
+    chunks = sorted(chunk_dir.glob("chunk-*.parquet"))
+    assert [p.name for p in chunks] == [f"chunk-{c:04d}.parquet" for c in range(CHUNKS)]
+    parts = []
+    for c, chunk in enumerate(chunks):
+        assert read_schema_fields(chunk) == read_schema_fields(path)
+        lo, hi = read_locs_metadata(chunk)["frame_range"]
+        assert (lo, hi) == (6 * c, 6 * (c + 1))
+        part = pd.read_parquet(chunk)
+        assert len(part) > 0 and part["frame"].between(lo, hi - 1).all()
+        parts.append(part)
+    pd.testing.assert_frame_equal(table, pd.concat(parts, ignore_index=True))
+
+
+@pytest.mark.parametrize("movie", MOVIES)
+def test_picasso_export_round_trips(run, movie):
+    table = pd.read_parquet(run / f"results/localizations/{movie}.parquet")
+    with h5py.File(run / f"results/localizations/{movie}.hdf5", "r") as h5:
+        locs = h5["locs"][...]
+    assert list(locs.dtype.names) == ["frame", "x", "y", "z", "lpx", "lpy", "prob"]
+    assert len(locs) == len(table)
+    np.testing.assert_array_equal(locs["frame"], table["frame"])
+    # Picasso: pixel centres at integer coordinates, x_px = x_nm / s - 0.5; z stays in nm
+    np.testing.assert_allclose(locs["x"], table["x_nm"] / PX_NM - 0.5, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(locs["y"], table["y_nm"] / PX_NM - 0.5, rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose((locs["x"] + 0.5) * PX_NM, table["x_nm"], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose((locs["y"] + 0.5) * PX_NM, table["y_nm"], rtol=1e-6, atol=1e-3)
+    np.testing.assert_array_equal(locs["z"], table["z_nm"])
+    np.testing.assert_array_equal(locs["prob"], table["prob"])
+    np.testing.assert_allclose(locs["lpx"], 25.0 / PX_NM, rtol=1e-6)
+    np.testing.assert_allclose(locs["lpy"], 25.0 / PX_NM, rtol=1e-6)
+    info = yaml.safe_load((run / f"results/localizations/{movie}.yaml").read_text())
+    assert info["Width"] == WIDTH and info["Height"] == HEIGHT
+    assert info["Frames"] == N_FRAMES and info["Pixelsize"] == PX_NM
+
+
+@pytest.mark.parametrize("movie", MOVIES)
+def test_render_tiff_and_png(run, movie):
+    meta = read_locs_metadata(run / f"results/localizations/{movie}.parquet")
+    n_rows = pq.ParquetFile(run / f"results/localizations/{movie}.parquet").metadata.num_rows
+    with tifffile.TiffFile(run / f"results/render/{movie}.tif") as tif:
+        assert tif.is_imagej
+        series = tif.series[0]
+        assert series.axes == "ZYX"
+        volume = series.asarray()
+        ij = tif.imagej_metadata
+    assert volume.dtype == np.uint16
+    z0, z1 = meta["z_range_nm"]
+    # 24 nm pixels: 8x the 192 nm camera pixels; 50 nm z bins over the model's z range
+    assert volume.shape == (math.ceil((z1 - z0) / 50.0), HEIGHT * 8, WIDTH * 8)
+    assert ij["counts_per_level"] == 1.0  # counts stored as they are
+    assert ij["n_localizations"] == n_rows
+    assert int(volume.sum(dtype=np.int64)) == n_rows - ij["n_dropped"] > 0
+    assert_png(run / f"results/render/{movie}.png", mode="RGB")
+
+
+def test_evaluation_tables(run):
+    for movie in MOVIES:
+        row = pd.read_csv(run / f"results/evaluation/{movie}.csv")
+        assert list(row.columns) == METRIC_COLUMNS
+        assert len(row) == 1 and row["movie"].iloc[0] == movie
+        n_est = pq.ParquetFile(run / f"results/localizations/{movie}.parquet").metadata.num_rows
+        n_true = len(pd.read_parquet(run / f"resources/demo/{movie}/ground_truth.parquet"))
+        assert (row["n_est"].iloc[0], row["n_true"].iloc[0]) == (n_est, n_true)
+        assert row["tp"].iloc[0] + row["fp"].iloc[0] == n_est
+        assert 0 <= row["jaccard"].iloc[0] <= 1
+    summary = pd.read_csv(run / "results/evaluation/summary.tsv", sep="\t")
+    assert list(summary.columns) == METRIC_COLUMNS
+    assert summary["movie"].tolist() == list(MOVIES)
+
+
+# ------------------------------------------------------------------------ reruns
+
+
+def test_rebuilding_a_deleted_chunk_is_idempotent(run):
+    chunk = "results/localizations/demo1/chunk-0001.parquet"
+    old_chunk = pd.read_parquet(run / chunk)
+    old_meta = read_locs_metadata(run / chunk)
+    old_merged = pd.read_parquet(run / "results/localizations/demo1.parquet")
+    (run / chunk).unlink()
+    # Snakemake does not rebuild a deleted intermediate file while the products built from
+    # it are up to date: ask for the chunk, and for everything that depends on it
+    dry = snakemake(run, "-n", targets=[chunk, "all"])
+    assert dry.returncode == 0, console(dry)[-3000:]
+    expected = {
+        "localize_chunk": 1,
+        "merge_localizations": 1,
+        "render_movie": 1,
+        "evaluate_movie": 1,
+        "evaluation_summary": 1,
+        "all": 1,
+    }
+    assert job_counts(dry) == expected
+    proc = snakemake(run, targets=[chunk, "all"])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert job_counts(proc) == expected
+    pd.testing.assert_frame_equal(pd.read_parquet(run / chunk), old_chunk)
+    new_meta = read_locs_metadata(run / chunk)
+    assert new_meta == old_meta
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "results/localizations/demo1.parquet"), old_merged)
 
 
 def test_rerun_has_nothing_to_do(run):
     proc = snakemake(run, "-n")
     assert proc.returncode == 0
-    assert "Nothing to be done" in proc.stdout + proc.stderr
+    assert "Nothing to be done" in console(proc)
 
 
 def test_bad_config_stops_with_one_line_naming_the_key(run, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("simulation:\n  noise: loud\n")
-    proc = snakemake(run, "-n", "--configfile", str(bad))
+    proc = snakemake(run, "-n", configfiles=[TINY, bad])
     assert proc.returncode != 0
-    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("voxloc: ")]
+    lines = [ln for ln in console(proc).splitlines() if ln.startswith("voxloc: ")]
     assert len(lines) == 1
     assert "simulation.noise: 'loud' is not one of ['paper', 'physical', 'none']" in lines[0]
+
+
+# --------------------------------------------------------------------- bad inputs
+
+#: bad movie -> (the file its error must name, the problem its error must state)
+BAD_MOVIES = {
+    "planes3": ("data/planes3.tif", "expected 4 planes per frame"),
+    "mismatch": ("data/mismatch_camera1.tif", "frame counts differ across cameras"),
+    "truncated": ("data/truncated.tif", "truncated TIFF"),
+    "nan": ("data/nan.tif", "frame 8 holds NaN"),
+    "empty": ("data/empty.tif", "no frame"),
+}
+#: outputs of the good movies' localization downstream, rebuilt in the bad batch
+RELOCALIZE = ["results/localizations", "results/render", "results/evaluation", "results/movies"]
+
+
+def write_bad_movies(data: Path) -> list[dict[str, str]]:
+    """The bad movies of BAD_MOVIES under ``data``; their sample-sheet rows."""
+    data.mkdir()
+    rng = np.random.default_rng(7)
+
+    def frames(*shape):
+        return rng.integers(100, 200, shape).astype(np.uint16)
+
+    def write(name, array):
+        tifffile.imwrite(data / name, array, photometric="minisblack", metadata={"axes": "TCYX"})
+
+    write("planes3.tif", frames(5, 3, HEIGHT, WIDTH))  # T x 3 x H x W
+    for k in range(1, 5):  # camera 4 lost two frames
+        tifffile.imwrite(
+            data / f"mismatch_camera{k}.tif",
+            frames(N_FRAMES if k < 4 else N_FRAMES - 2, HEIGHT, WIDTH),
+            photometric="minisblack",
+        )
+    write("truncated.tif", frames(N_FRAMES, 4, HEIGHT, WIDTH))
+    whole = (data / "truncated.tif").read_bytes()
+    (data / "truncated.tif").write_bytes(whole[: len(whole) // 2])
+    nan = frames(N_FRAMES, 4, HEIGHT, WIDTH).astype(np.float32)
+    nan[8, 2, 5, 5] = np.nan  # frame 8: the second chunk; the first one succeeds
+    write("nan.tif", nan)
+    with warnings.catch_warnings():  # tifffile: "writing zero-size array to nonconformant TIFF"
+        warnings.simplefilter("ignore", UserWarning)
+        write("empty.tif", np.zeros((0, 4, HEIGHT, WIDTH), np.uint16))
+    camera = {"offset_adu": "100", "adu_per_photon": "4"}
+    rows = [{"movie": m, "path": f"data/{m}.tif", **camera} for m in ("planes3", "truncated", "nan", "empty")]
+    planes = {f"plane{k}": f"data/mismatch_camera{k}.tif" for k in range(1, 5)}
+    rows.append({"movie": "mismatch", **planes, **camera})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def bad_run(run, tmp_path_factory):
+    """The sheet's good movies plus the bad ones, localized in one --keep-going batch,
+    reusing the trained model and calibration of ``run``."""
+    workdir = copy_workdir(run, tmp_path_factory.mktemp("bad") / "wd", drop=[*RELOCALIZE, "logs/localize"])
+    bad_rows = write_bad_movies(workdir / "data")
+    sheet = pd.read_csv(ROOT / "config" / "movies.tsv", sep="\t", dtype=str, keep_default_na=False)
+    write_sheet(workdir / "config/movies.tsv", sheet.to_dict("records") + bad_rows)
+    proc = snakemake(workdir, "--keep-going", "--rerun-triggers", "mtime")
+    return workdir, proc
+
+
+def test_bad_batch_fails_but_reuses_the_model(bad_run):
+    workdir, proc = bad_run
+    assert proc.returncode != 0
+    ran = job_counts(proc)
+    for rule in ("demo_beads", "calibrate_affine", "fit_psf", "simulate_shard", "train_model"):
+        assert rule not in ran, ran
+    assert ran["movie_info"] == len(MOVIES) + len(BAD_MOVIES)
+
+
+def test_good_movies_complete_beside_bad_ones(bad_run):
+    workdir, _ = bad_run
+    for movie in MOVIES:
+        for ext in (".parquet", ".hdf5", ".yaml"):
+            assert (workdir / f"results/localizations/{movie}{ext}").is_file()
+        for ext in (".tif", ".png"):
+            assert (workdir / f"results/render/{movie}{ext}").is_file()
+        assert (workdir / f"results/evaluation/{movie}.csv").is_file()
+    assert (workdir / "results/evaluation/summary.tsv").is_file()
+
+
+def error_lines(proc: subprocess.CompletedProcess, path: str) -> list[str]:
+    return [ln for ln in console(proc).splitlines() if ln.startswith("voxloc: ") and path in ln]
+
+
+@pytest.mark.parametrize("movie", list(BAD_MOVIES))
+def test_bad_movie_gives_one_line_naming_file_and_problem(bad_run, movie):
+    workdir, proc = bad_run
+    path, problem = BAD_MOVIES[movie]
+    lines = error_lines(proc, path)
+    assert len(lines) == 1, console(proc)[-4000:]
+    assert problem in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("movie", list(BAD_MOVIES))
+def test_bad_movie_error_names_the_file_on_console_and_in_log(bad_run, movie):
+    workdir, proc = bad_run
+    path, _ = BAD_MOVIES[movie]
+    lines = error_lines(proc, path)
+    assert len(lines) == 1, console(proc)[-4000:]
+    message = lines[0].removeprefix("voxloc: ")
+    assert message.startswith(path)  # relative to the working directory, as in the sheet
+    logs = [p.read_text() for p in (workdir / f"logs/localize/{movie}").glob("*.log")]
+    failed = [text for text in logs if message in text]
+    assert len(failed) == 1, logs
+    assert "Traceback" not in failed[0]
+
+
+@pytest.mark.parametrize("movie", list(BAD_MOVIES))
+def test_bad_movie_leaves_no_output(bad_run, movie):
+    workdir, _ = bad_run
+    for ext in (".parquet", ".hdf5", ".yaml"):
+        assert not (workdir / f"results/localizations/{movie}{ext}").exists()
+    assert not list((workdir / "results/render").glob(f"{movie}.*"))
+    assert not (workdir / f"results/evaluation/{movie}.csv").exists()
+    chunks = sorted(p.name for p in (workdir / f"results/localizations/{movie}").glob("*"))
+    if movie == "nan":  # the first chunk is good and kept; the bad one is not written
+        assert chunks == ["chunk-0000.parquet"]
+        assert read_locs_metadata(workdir / "results/localizations/nan/chunk-0000.parquet")[
+            "frame_range"
+        ] == [0, 6]
+    else:  # the header check failed: no chunk was started
+        assert not (workdir / f"results/movies/{movie}/info.yaml").exists()
+        assert chunks == []
+    assert not temp_leftovers(workdir)
+
+
+def test_missing_movie_file_is_named_by_snakemake(tmp_path):
+    (tmp_path / "config").mkdir()
+    sheet = pd.read_csv(ROOT / "config" / "movies.tsv", sep="\t", dtype=str, keep_default_na=False)
+    rows = sheet.to_dict("records") + [{"movie": "missing", "path": "data/missing.tif"}]
+    write_sheet(tmp_path / "config/movies.tsv", rows)
+    proc = snakemake(tmp_path)
+    assert proc.returncode != 0
+    out = console(proc)
+    assert "Missing input files for rule movie_info" in out
+    assert re.search(r"affected files:\s+data/missing\.tif", out), out[-3000:]
+    assert not (tmp_path / "results").exists()  # stopped before any job ran
+
+
+def test_model_trained_for_another_psf_warns_in_the_chunk_log(run, tmp_path):
+    workdir = copy_workdir(run, tmp_path / "wd")
+    psf_yaml = workdir / "results/calibration/psf.yaml"
+    stamp = psf_yaml.stat()
+    doc = yaml.safe_load(psf_yaml.read_text())
+    r0 = doc["psf"]["r0_nm"]
+    doc["psf"]["r0_nm"] = round(1.2 * r0, 3)  # the microscope changed since the model was trained
+    psf_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
+    os.utime(psf_yaml, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # nothing else reruns
+    chunk = "results/localizations/demo1/chunk-0000.parquet"
+    proc = snakemake(workdir, "--force", "--rerun-triggers", "mtime", targets=[chunk])
+    assert proc.returncode == 0, proc.stderr[-4000:]  # a warning, not an error
+    assert job_counts(proc) == {"localize_chunk": 1}
+    log = (workdir / "logs/localize/demo1/chunk-0000.log").read_text()
+    warnings_ = [
+        ln for ln in log.splitlines() if ln.startswith("WARNING") and "results/models/quick/model.pt" in ln
+    ]
+    assert len(warnings_) == 1, log
+    assert "r0_nm" in warnings_[0] and f"{1.2 * r0:.1f}" in warnings_[0]
+    pd.testing.assert_frame_equal(pd.read_parquet(workdir / chunk), pd.read_parquet(run / chunk))
+
+
+def test_bad_bead_stack_gives_one_line_and_no_calibration(run, tmp_path):
+    workdir = copy_workdir(run, tmp_path / "wd")
+    affine = workdir / "results/calibration/affine.yaml"
+    wrong = tmp_path / "slices.yaml"
+    wrong.write_text("calibration:\n  beads:\n    n_slices: 13\n")
+    target = "results/calibration/affine.yaml"
+    proc = snakemake(workdir, "--force", targets=[target], configfiles=[TINY, wrong])
+    assert proc.returncode != 0
+    lines = [ln for ln in console(proc).splitlines() if ln.startswith("voxloc: ")]
+    assert lines == [
+        "voxloc: resources/demo/beads/camera1.tif: 12 z slices, config calibration.beads.n_slices says 13"
+    ]
+    assert "Traceback" not in (workdir / "logs/calibration/affine.log").read_text()
+    # the forced job's old outputs are removed by Snakemake before it runs; none is written
+    assert not affine.exists() and not (workdir / "results/calibration/affine_qc.png").exists()
+    assert not temp_leftovers(workdir)

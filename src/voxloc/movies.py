@@ -109,6 +109,8 @@ class TiffPlanes:
             n_frames = n_pages // N_PLANES
         else:
             raise InputError(f"{path}: expected T x {N_PLANES} x H x W, got shape {shape} axes {axes}")
+        if n_frames == 0:
+            raise InputError(f"{path}: the movie holds no frame")
         offset = series.dataoffset
         if offset is not None and path.stat().st_size < offset + series.nbytes:
             raise InputError(
@@ -126,8 +128,6 @@ class TiffPlanes:
             _plane_axis=plane_axis,
         )
         obj._data_offset = obj._contiguous_offset(n_pages)
-        if n_frames == 0:
-            raise InputError(f"{path}: the movie holds no frame")
         return obj
 
     def _contiguous_offset(self, n_pages: int) -> int | None:
