@@ -1,0 +1,189 @@
+"""Tests of the Cramér-Rao lower bound (voxloc.crlb)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from voxloc.crlb import crlb, crlb_ratio, crlb_table, fisher_information
+from voxloc.noise import NoiseModel
+from voxloc.psf import TABLE2, PSFParams, render_planes
+
+PLANES = (0.0, 400.0, 800.0, 1200.0)
+PX = 192.0
+POISSON = NoiseModel(kind="physical", background=0.0, read_noise_var=0.0)
+
+
+def _independent_fisher(x, y, z, w, psf, planes, px, drift, window, var_fn, gain=1.0, h=0.05):
+    """Fisher information of a tiny Gaussian model written here, central differences."""
+    half = window // 2
+    ox = (np.floor(x / px) - half) * px
+    oy = (np.floor(y / px) - half) * px
+    c = (np.arange(window) + 0.5) * px
+    yy, xx = np.meshgrid(oy + c, ox + c, indexing="ij")
+
+    def model(t):
+        out = []
+        for k, zk in enumerate(planes):
+            u = (zk - t[2]) / psf.D_nm
+            r2 = psf.r0_nm**2 * (1 + u**2 + psf.A * u**3 + psf.B * u**4)
+            amp = w * psf.a_prime / (2 * np.pi * r2)
+            dx = xx - t[0] - drift[k, 0]
+            dy = yy - t[1] - drift[k, 1]
+            out.append(amp * np.exp(-(dx**2 + dy**2) / (2 * r2)) + psf.b)
+        return np.stack(out)
+
+    theta = np.array([x, y, z], dtype=float)
+    mu = model(theta)
+    grads = []
+    for a in range(3):
+        e = np.zeros(3)
+        e[a] = h
+        grads.append((model(theta + e) - model(theta - e)) / (2 * h))
+    g = np.stack(grads).reshape(3, -1)
+    iv = gain**2 / var_fn(mu).reshape(-1)
+    return (g * iv) @ g.T
+
+
+@pytest.mark.parametrize(
+    "noise,gain,var_fn",
+    [
+        (
+            NoiseModel(kind="paper", background=10.0, read_noise_var=9.0),
+            1.0,
+            lambda mu: np.full_like(mu, 19.0),
+        ),
+        (
+            NoiseModel(
+                kind="physical",
+                background=12.0,
+                read_noise_var=2500.0,
+                em_gain=100.0,
+                sensitivity_e_per_adu=25.0,
+            ),
+            4.0,
+            lambda mu: (2 * 100.0**2 * (mu + 12.0) + 2500.0) / 25.0**2,
+        ),
+    ],
+)
+def test_matches_independent_fisher(noise, gain, var_fn):
+    psf = PSFParams(b=3.0)
+    rng = np.random.default_rng(1)
+    drift = rng.uniform(-48, 48, size=(len(PLANES), 2))
+    drift[0] = 0
+    xs, ys, zs, ws = [2000.3, 2501.7], [1900.9, 3333.3], [-150.0, 730.0], [1.0, 0.4]
+    info = fisher_information(
+        xs, ys, zs, ws, psf=psf, plane_z_nm=PLANES, px_size_nm=PX, noise=noise, window_px=25, drift_nm=drift
+    )
+    assert info.shape == (2, 3, 3)
+    for m in range(2):
+        ref = _independent_fisher(xs[m], ys[m], zs[m], ws[m], psf, PLANES, PX, drift, 25, var_fn, gain)
+        scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+        np.testing.assert_allclose(info[m] / scale, ref / scale, atol=0.01)
+        np.testing.assert_allclose(np.diag(info[m]), np.diag(ref), rtol=0.01)
+
+
+def test_single_plane_gaussian_limit():
+    """One in-focus plane, pure Poisson, small pixels: var(x) -> r0² / N, N = w a' / px²."""
+    px, w = 10.0, 0.8
+    psf = PSFParams(a_prime=5e7, r0_nm=133.0)
+    window = 2 * int(6 * psf.r0_nm / px) + 1
+    mu = render_planes(
+        np.array([[[[503.0, 497.0]]]]),
+        np.zeros((1, 1)),
+        np.full((1, 1), w),
+        psf,
+        (0.0,),
+        (100, 100),
+        px,
+        dtype=np.float64,
+    )
+    n_photons = w * psf.a_prime / px**2
+    assert mu.sum() == pytest.approx(n_photons, rel=1e-3)
+    kw = dict(psf=psf, plane_z_nm=(0.0,), px_size_nm=px, noise=POISSON, window_px=window)
+    info = fisher_information(503.0, 497.0, 0.0, w, **kw)
+    expected = psf.r0_nm**2 / n_photons
+    assert 1.0 / info[0, 0] == pytest.approx(expected, rel=0.02)
+    assert 1.0 / info[1, 1] == pytest.approx(expected, rel=0.02)
+    var = crlb(503.0, 497.0, 0.0, w, **kw)[0]
+    assert var[0] == pytest.approx(expected, rel=0.02)
+    assert np.isinf(var[2])  # dr/dz = 0 in focus: z is not identifiable from one plane
+    # pixel integration gives the same limit for small pixels
+    info_int = fisher_information(503.0, 497.0, 0.0, w, integrate=True, **kw)
+    assert 1.0 / info_int[0, 0] == pytest.approx(expected, rel=0.02)
+
+
+def test_bound_scales_with_photons():
+    kw = dict(psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, window_px=21)
+    v1 = crlb(1000.0, 1000.0, 300.0, 0.5, noise=POISSON, **kw)
+    v2 = crlb(1000.0, 1000.0, 300.0, 1.0, noise=POISSON, **kw)
+    np.testing.assert_allclose(v2, v1 / 2, rtol=1e-6)  # pure Poisson: 1 / N
+    paper = NoiseModel(kind="paper")
+    p1 = crlb(1000.0, 1000.0, 300.0, 0.5, noise=paper, **kw)
+    p2 = crlb(1000.0, 1000.0, 300.0, 1.0, noise=paper, **kw)
+    np.testing.assert_allclose(p2, p1 / 4, rtol=1e-6)  # constant variance: 1 / N²
+
+
+def test_quad_plane_z_finite_and_xy_symmetric():
+    kw = dict(psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, noise=NoiseModel(kind="paper"))
+    # molecule at a pixel centre, no drift: x and y are exchangeable
+    z = np.array([-100.0, 0.0, 10.0, 400.0, 790.0, 1200.0, 1300.0])
+    v = crlb(np.full(z.size, 5 * PX + PX / 2), np.full(z.size, 7 * PX + PX / 2), z, 1.0, **kw)
+    assert np.all(np.isfinite(v)) and np.all(v > 0)
+    np.testing.assert_allclose(v[:, 0], v[:, 1], rtol=1e-6)
+    assert np.all(v[:, 2] > v[:, 0])
+    info = fisher_information(5.5 * PX, 7.5 * PX, 0.0, 1.0, **kw)
+    np.testing.assert_allclose(info, info.T, rtol=1e-10, atol=1e-12)
+    assert abs(info[0, 1]) < 1e-6 * info[0, 0]
+
+
+def test_noise_none_raises():
+    with pytest.raises(ValueError, match="undefined"):
+        crlb(0.0, 0.0, 0.0, psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, noise=NoiseModel(kind="none"))
+
+
+def test_table_ratio_and_speed():
+    rng = np.random.default_rng(0)
+    n = 1000
+    truth = pd.DataFrame(
+        {
+            "frame": rng.integers(0, 10, n),
+            "x_nm": rng.uniform(0, 12288, n),
+            "y_nm": rng.uniform(0, 12288, n),
+            "z_nm": rng.uniform(-200, 1400, n),
+            "weight": rng.uniform(0.3, 1.0, n),
+        }
+    )
+    drift = rng.uniform(-48, 48, (10, 4, 2))
+    drift[:, 0] = 0
+    t0 = time.perf_counter()
+    out = crlb_table(
+        truth, psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, noise=NoiseModel(), drift_nm=drift, window_px=15
+    )
+    assert time.perf_counter() - t0 < 5.0  # thousands of molecules per second
+    assert list(out.columns[-3:]) == ["crlb_x_nm", "crlb_y_nm", "crlb_z_nm"]
+    assert list(truth.columns) == ["frame", "x_nm", "y_nm", "z_nm", "weight"]
+    std = out[["crlb_x_nm", "crlb_y_nm", "crlb_z_nm"]].to_numpy()
+    assert np.all(np.isfinite(std)) and np.all(std > 0)
+    # one row against a direct call with that frame's drift
+    r = truth.iloc[3]
+    v = crlb(
+        r.x_nm,
+        r.y_nm,
+        r.z_nm,
+        r.weight,
+        psf=TABLE2,
+        plane_z_nm=PLANES,
+        px_size_nm=PX,
+        noise=NoiseModel(),
+        drift_nm=drift[int(r.frame)],
+        window_px=15,
+    )[0]
+    np.testing.assert_allclose(std[3], np.sqrt(v), rtol=1e-10)
+    ratio = crlb_ratio([2.0, 4.0, 6.0], np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
+    np.testing.assert_allclose(ratio, [2.0, 2.0, 2.0])
+    ratio = crlb_ratio([1.0, 1.0, 1.0], np.array([[1.0, 1.0, np.inf], [7.0**0.5, 1.0, 2.0]]))
+    np.testing.assert_allclose(ratio, [0.5, 1.0, 0.5])
