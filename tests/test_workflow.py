@@ -353,14 +353,24 @@ def test_rerun_has_nothing_to_do(run):
     assert "Nothing to be done" in console(proc)
 
 
-def test_bad_config_stops_with_one_line_naming_the_key(run, tmp_path):
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "simulation:\n  noise: loud\n",
+            "simulation.noise: 'loud' is not one of ['paper', 'physical', 'none']",
+        ),
+        ("train:\n  val_dataset: nope\n", "train.val_dataset: 'nope' is not one of simulation.datasets"),
+    ],
+)
+def test_bad_config_stops_with_one_line_naming_the_key(run, tmp_path, text, expected):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("simulation:\n  noise: loud\n")
+    bad.write_text(text)
     proc = snakemake(run, "-n", configfiles=[TINY, bad])
     assert proc.returncode != 0
     lines = [ln for ln in console(proc).splitlines() if ln.startswith("voxloc: ")]
     assert len(lines) == 1
-    assert "simulation.noise: 'loud' is not one of ['paper', 'physical', 'none']" in lines[0]
+    assert str(bad) in lines[0] and expected in lines[0]
 
 
 # --------------------------------------------------------------------- bad inputs

@@ -19,6 +19,12 @@ CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
 
 try:
     vconfig.validate(config, SCHEMAS / "config.schema.yaml", source=CONFIG_SOURCE)
+    for key in ("train_dataset", "val_dataset"):
+        if config["train"][key] not in config["simulation"]["datasets"]:
+            raise ConfigError(
+                f"{CONFIG_SOURCE}: train.{key}: {config['train'][key]!r} is not one of "
+                f"simulation.datasets {sorted(config['simulation']['datasets'])}"
+            )
     samples = vconfig.load_samples(config["samples"], SCHEMAS / "movies.schema.yaml")
 except ConfigError as exc:
     raise WorkflowError(f"voxloc: {exc}") from None
