@@ -11,7 +11,15 @@ import numpy as np
 import pandas as pd
 import yaml
 
-__all__ = ["atomic_output", "to_builtin", "write_yaml", "read_yaml", "write_tiff", "write_parquet"]
+__all__ = [
+    "atomic_output",
+    "iter_parquet_batches",
+    "to_builtin",
+    "write_yaml",
+    "read_yaml",
+    "write_tiff",
+    "write_parquet",
+]
 
 
 @contextlib.contextmanager
@@ -91,3 +99,14 @@ def write_parquet(path: str | Path, table: pd.DataFrame, **metadata: object) -> 
     meta.update({str(k).encode(): str(v).encode() for k, v in extra.items()})
     with atomic_output(path) as tmp:
         pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+
+
+def iter_parquet_batches(pf, batch_rows: int, columns: list[str] | None = None):
+    """Record batches of an open ``pyarrow.parquet.ParquetFile``, one row group after another.
+
+    Arrow decodes a whole row group at a time, and iter_batches over the whole file keeps
+    earlier row groups allocated until the end (seen with pyarrow 26.0.1), so memory would
+    grow with the file: hence one reader per row group.
+    """
+    for group in range(pf.num_row_groups):
+        yield from pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group])

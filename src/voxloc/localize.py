@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from voxloc import __version__
 from voxloc.config import chunk_ranges
 from voxloc.errors import InputError
-from voxloc.io import atomic_output, write_yaml
+from voxloc.io import atomic_output, iter_parquet_batches, write_yaml
 from voxloc.movies import Movie
 from voxloc.registration import Resampler
 from voxloc.voxels import decode
@@ -161,8 +161,7 @@ def merge_locs(chunks: Sequence[str | Path], path: str | Path, metadata: Mapping
         schema = LOC_SCHEMA.with_metadata(_meta_bytes(metadata))
         with pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunks:
-                pf = pq.ParquetFile(chunk)
-                for batch in pf.iter_batches():
+                for batch in iter_parquet_batches(pq.ParquetFile(chunk), 1 << 16):
                     writer.write_table(
                         pa.Table.from_batches([batch]).cast(LOC_SCHEMA).replace_schema_metadata(None)
                     )
@@ -182,8 +181,7 @@ def merge_chunk_files(chunks: Sequence[str | Path], path: str | Path) -> int:
 
 
 def _iter_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
-    pf = pq.ParquetFile(path)
-    for batch in pf.iter_batches(batch_size=rows):
+    for batch in iter_parquet_batches(pq.ParquetFile(path), rows):
         yield batch.to_pandas()
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from voxloc.errors import InputError
-from voxloc.io import atomic_output
+from voxloc.io import atomic_output, iter_parquet_batches
 from voxloc.render_png import depth_coded_rgb, write_depth_png
 from voxloc.types import FloatArray, IntArray
 
@@ -227,18 +227,6 @@ def _field_from(
     return (width, height), "data extent (no width_px/height_px metadata): check the field"
 
 
-def _iter_batches(pf, chunk_rows: int):
-    """Batches of the COLUMNS, one row group after the other.
-
-    Arrow decodes a whole row group at a time (12 bytes per row for three float32 columns),
-    and iter_batches over the whole file keeps earlier row groups allocated until the end
-    (seen with pyarrow 26.0.1), so memory would grow with the file: hence one reader per
-    row group.
-    """
-    for group in range(pf.num_row_groups):
-        yield from pf.iter_batches(batch_size=chunk_rows, columns=list(COLUMNS), row_groups=[group])
-
-
 def render_parquet(
     path: str | Path,
     *,
@@ -305,7 +293,7 @@ def render_parquet(
     z_seen = [np.inf, -np.inf]
     start = time.perf_counter()
     try:
-        for batch in _iter_batches(pf, int(chunk_rows)):
+        for batch in iter_parquet_batches(pf, int(chunk_rows), list(COLUMNS)):
             x, y, z = (batch.column(c).to_numpy(zero_copy_only=False) for c in COLUMNS)
             out.n_rows += len(z)
             out.n_dropped += accumulate_histogram_3d(
