@@ -62,7 +62,7 @@ class TiffPlanes:
     dtype: np.dtype = field(default_factory=lambda: np.dtype(np.uint16))
     _lead_shape: tuple[int, ...] = ()
     _plane_axis: int | None = None
-    _data_offset: int | None = None  # byte offset of contiguous, uncompressed pages
+    _data_offset: int | None = None  # byte offset of contiguous, uncompressed pages: memory-mappable
 
     @classmethod
     def open(cls, path: str | Path, n_planes: int) -> TiffPlanes:
@@ -126,20 +126,9 @@ class TiffPlanes:
             dtype=np.dtype(series.dtype),
             _lead_shape=tuple(n for n, _ in lead),
             _plane_axis=plane_axis,
+            _data_offset=offset,  # tifffile sets it only for uncompressed, contiguous data
         )
-        obj._data_offset = obj._contiguous_offset(n_pages)
         return obj
-
-    def _contiguous_offset(self, n_pages: int) -> int | None:
-        """Byte offset of the pages if they are stored uncompressed and contiguous, else None."""
-        try:
-            mm = tifffile.memmap(self.path, series=0, mode="r")
-        except Exception:  # compressed, tiled, non-contiguous...: read pages instead
-            return None
-        ok = mm.size == n_pages * self.height * self.width
-        offset = getattr(mm, "offset", None)
-        del mm
-        return int(offset) if ok and offset is not None else None
 
     @property
     def memory_mapped(self) -> bool:
