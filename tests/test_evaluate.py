@@ -8,7 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voxloc.evaluate import evaluate_files, match_frame, match_tables, summary
+from voxloc.errors import InputError
+from voxloc.evaluate import (
+    CRLBModel,
+    crlb_model_from_truth,
+    crlb_summary,
+    efficiency,
+    evaluate_files,
+    match_frame,
+    match_tables,
+    molecule_table,
+    summary,
+)
+from voxloc.io import write_parquet
+from voxloc.noise import NoiseModel
+from voxloc.psf import TABLE2
 
 
 def table(rows):
@@ -71,3 +85,83 @@ def test_evaluate_files_writes_one_row(tmp_path):
     row = pd.read_csv(tmp_path / "m.csv").iloc[0]
     assert row["movie"] == "m" and row["tp"] == 1 and row["fn"] == 1
     assert row["rmse_lateral_nm"] == pytest.approx(5.0)
+
+
+def test_efficiency_known_values():
+    # perfect: 100; JI 0.5 and RMSE 0 -> 50; JI 1 and RMSE 30 nm laterally -> 70,
+    # axially (α = 0.5 nm⁻¹) -> 85; a 3-4-5 triangle: 100 - 5 = 95
+    assert efficiency(1.0, 0.0, 1.0) == 100.0
+    assert efficiency(0.5, 0.0, 1.0) == pytest.approx(50.0)
+    assert efficiency(1.0, 30.0, 1.0) == pytest.approx(70.0)
+    assert efficiency(1.0, 30.0, 0.5) == pytest.approx(85.0)
+    assert efficiency(0.97, 4.0, 1.0) == pytest.approx(95.0)
+
+
+def test_summary_efficiency_is_consistent():
+    truth = table([(0, 1000, 1000, 500), (0, 3000, 3000, 500)])
+    est = table([(0, 1030, 1040, 560)])  # lateral 50 nm, axial 60 nm; JI = 1/2
+    s = summary(est, truth, match_tables(est, truth))
+    assert s.efficiency_lateral == pytest.approx(100 - math.hypot(50, 50))
+    assert s.efficiency_axial == pytest.approx(100 - math.hypot(50, 30))
+    assert s.efficiency_3d == pytest.approx((s.efficiency_lateral + s.efficiency_axial) / 2)
+    assert (s.rmse_x_nm, s.rmse_y_nm) == (pytest.approx(30.0), pytest.approx(40.0))
+
+
+def test_crlb_summary_and_molecule_table():
+    truth = table([(0, 1000, 1000, 500), (0, 3000, 3000, 500), (1, 50, 50, 50)])
+    truth["crlb_x_nm"] = [3.0, 100.0, 4.0]
+    truth["crlb_y_nm"] = [4.0, 100.0, 3.0]
+    truth["crlb_z_nm"] = [6.0, 100.0, np.inf]  # unbounded: left out of the mean
+    est = table([(0, 1006, 1008, 500), (1, 50, 50, 50)])
+    m = match_tables(est, truth)
+    s = summary(est, truth, m)
+    c = crlb_summary(truth, m, s)
+    assert c["crlb_unbounded"] == 1
+    assert c["crlb_x_nm"] == pytest.approx(3.0) and c["crlb_z_nm"] == pytest.approx(6.0)
+    assert c["crlb_lateral_nm"] == pytest.approx(5.0)
+    assert c["rmse_to_crlb_x"] == pytest.approx(math.sqrt(36 / 2) / 3.0)  # errors 6 and 0 nm
+    mol = molecule_table(est, truth, m)
+    assert mol["matched"].tolist() == [True, False, True]
+    assert mol.loc[0, ["dx_nm", "dy_nm", "dz_nm"]].tolist() == [6.0, 8.0, 0.0]
+    assert np.isnan(mol.loc[1, "dx_nm"])
+
+
+def test_crlb_physics_round_trips_through_ground_truth_metadata(tmp_path):
+    physics = CRLBModel(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
+    truth = table([(0, 1000, 1000, 600)]).assign(weight=0.8)
+    write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
+    back = crlb_model_from_truth(tmp_path / "gt.parquet")
+    assert back is not None and back.psf == TABLE2 and back.noise == physics.noise
+    assert back.plane_z_nm == physics.plane_z_nm and back.source == "ground truth"
+    write_parquet(tmp_path / "plain.parquet", truth, px_size_nm=192.0)
+    assert crlb_model_from_truth(tmp_path / "plain.parquet") is None
+
+
+def test_evaluate_files_reports_crlb_ratio(tmp_path):
+    physics = CRLBModel(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
+    truth = table([(0, 1000, 1000, 600), (1, 2000, 1500, 300)]).assign(weight=0.8)
+    est = table([(0, 1010, 1000, 610), (1, 2000, 1490, 290)])
+    write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
+    est.to_parquet(tmp_path / "locs.parquet")
+    evaluate_files(
+        tmp_path / "locs.parquet",
+        tmp_path / "gt.parquet",
+        tmp_path / "m.csv",
+        movie="m",
+        molecules_out=tmp_path / "mol.parquet",
+    )
+    row = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    mol = pd.read_parquet(tmp_path / "mol.parquet")
+    bound = np.sqrt((mol[["crlb_x_nm", "crlb_y_nm", "crlb_z_nm"]] ** 2).mean())
+    assert row["crlb_x_nm"] == pytest.approx(bound["crlb_x_nm"])
+    assert row["rmse_to_crlb_z"] == pytest.approx(10.0 / bound["crlb_z_nm"])
+    assert row["crlb_source"] == "ground truth"
+    assert 1.0 < row["crlb_x_nm"] < 30.0  # a few nm at w = 0.8 (the val-shard bound is ~3 nm)
+
+
+def test_bad_ground_truth_is_one_line(tmp_path):
+    (tmp_path / "gt.parquet").write_text("not parquet")
+    table([(0, 1, 1, 1)]).to_parquet(tmp_path / "locs.parquet")
+    with pytest.raises(InputError, match=r"gt\.parquet: cannot read the ground truth"):
+        evaluate_files(tmp_path / "locs.parquet", tmp_path / "gt.parquet", tmp_path / "m.csv", movie="m")
+    assert not (tmp_path / "m.csv").exists()

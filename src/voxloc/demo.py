@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from voxloc import __version__
+from voxloc.evaluate import CRLBModel
 from voxloc.io import write_parquet, write_tiff, write_yaml
 from voxloc.noise import NoiseModel, add_noise, adu_per_photon
 from voxloc.psf import PSFParams, render_planes
@@ -471,7 +472,20 @@ def write_movie(
     else:
         for k in range(N_CAMERAS):
             write_tiff(outputs[f"plane{k + 1}"], np.ascontiguousarray(frames[:, k]), axes="TYX")
+    # the true physics, so that the evaluation can compute the Cramér-Rao bound for it
+    physics = CRLBModel(
+        microscope.psf,
+        tuple(microscope.plane_z_nm),
+        microscope.px_size_nm,
+        microscope.noise,
+        microscope.integrate_pixels,
+    )
     write_ground_truth(
-        ground_truth_path, truth, px_size_nm=microscope.px_size_nm, movie=name, seed=str(int(seed))
+        ground_truth_path,
+        truth,
+        px_size_nm=microscope.px_size_nm,
+        movie=name,
+        seed=str(int(seed)),
+        **physics.metadata(),
     )
     log.info("wrote movie %s: %s + %s", name, ", ".join(map(str, outputs.values())), ground_truth_path)
