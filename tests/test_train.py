@@ -178,7 +178,7 @@ def test_resume_after_sigterm_equals_uninterrupted(uninterrupted, shards, tmp_pa
     _same_weights(full / "model.pt", tmp_path / "model.pt")
     a, b = _read_log(full / "log.csv"), _read_log(tmp_path / "log.csv")
     for ra, rb in zip(a, b, strict=True):
-        for col in ("train_loss", "val_loss", "val_jaccard", "val_error_nm"):
+        for col in ("train_loss", "val_loss", "val_jaccard", "val_error_nm", "val_rmse_z_nm"):
             assert ra[col] == rb[col]
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from voxloc.voxel_metrics import adjacency_breakdown, confusion
+from voxloc.noise import NoiseModel
+from voxloc.psf import PSFParams
+from voxloc.shards import read_shard, simulate_shard
+from voxloc.simulate import SimulationSettings
+from voxloc.voxel_metrics import adjacency_breakdown, confusion, evaluate_shards
+from voxloc.voxels import VoxelGrid, encode
 
 SHAPE = (2, 4, 8, 8)  # T, P, H, W
 
@@ -104,3 +110,39 @@ def test_combined_grid_rows_sum_to_table4():
     }
     assert (c["tp"], c["fp"], c["fn"]) == (2, 3, 3)
     assert c["jaccard"] == pytest.approx(2 / 8)
+
+
+def test_evaluate_shards_streams_chunks_and_thresholds(tmp_path):
+    """A predictor that returns the true labels at ĉ = 0.7 and one shifted detection: exact
+    counts at τ = 0.5 and τ = 0.9, whatever the chunking."""
+    settings = SimulationSettings(
+        grid=VoxelGrid(12, 12, px_size_nm=160.0, plane_z_nm=(0.0, 400.0, 800.0, 1200.0)),
+        psf=PSFParams(),
+        noise=NoiseModel("physical", background=4.0, read_noise_var=2.0, em_gain=10.0, baseline_adu=100.0),
+        n_molecules=(2, 5),
+        weight_range=(0.4, 0.9),
+        drift_max_nm=0.0,
+    )
+    paths = [tmp_path / f"s{i}.h5" for i in range(2)]
+    for i, p in enumerate(paths):
+        simulate_shard(p, 5, settings, seed=3, dataset="val", index=i)
+    truths = [encode(read_shard(p).emitters, 5, settings.grid).targets for p in paths]
+    n_true = sum(int((t[:, :, 0] > 0.5).sum()) for t in truths)
+    # chunks of 2 frames: 3 chunks per 5-frame shard
+    chunks = [t[s : s + 2] for t in truths for s in range(0, 5, 2)]
+    outputs = []
+    for c in chunks:
+        o = c.copy()
+        o[:, :, 0] *= 0.7
+        outputs.append(o)
+    # one extra detection in the first frame of the first chunk, far from every molecule
+    free = np.argwhere(ndimage.maximum_filter(outputs[0][0, :, 0] > 0, size=3, mode="constant") == 0)[0]
+    outputs[0][0, free[0], 0, free[1], free[2]] = 0.95
+    feed = iter(outputs)
+    table = evaluate_shards(paths, lambda frames: next(feed), (0.5, 0.9), chunk_frames=2)
+    assert next(feed, None) is None  # every chunk predicted exactly once
+    at5, at9 = table.set_index("tau").loc[0.5], table.set_index("tau").loc[0.9]
+    assert (at5["tp"], at5["fp"], at5["fn"]) == (n_true, 1, 0)
+    assert at5["fp_nonadjacent"] == 1 and at5["jaccard"] == pytest.approx(n_true / (n_true + 1))
+    assert (at9["tp"], at9["fp"], at9["fn"]) == (0, 1, n_true)
+    assert at9["n_frames"] == 10 and at5["tn"] == 10 * 4 * 144 - n_true - 1

@@ -36,6 +36,9 @@ LOG_COLUMNS = (
     "val_error_x_nm",
     "val_error_y_nm",
     "val_error_z_nm",
+    "val_rmse_x_nm",
+    "val_rmse_y_nm",
+    "val_rmse_z_nm",
     "frames_per_s",
     "epoch_s",
 )
@@ -67,14 +70,15 @@ def evaluate(
 
     A matched voxel is a true positive; its error is ζ̂ - ζ in nm (x, y: the pixel size;
     z: the slab thickness of its plane). ``val_error_nm`` is the mean 3-D distance,
-    ``val_error_{x,y,z}_nm`` the mean absolute error per axis.
+    ``val_error_{x,y,z}_nm`` the mean absolute error per axis and ``val_rmse_{x,y,z}_nm`` the
+    root mean square error per axis.
     """
     was_training = net.training
     net.eval()
     slab_nm = torch.as_tensor(np.diff(grid.z_edges_nm), dtype=torch.float32, device=device)
     tp = fp = fn = 0
     loss_sum, n_batches = 0.0, 0
-    err_sum = torch.zeros(4, dtype=torch.float64, device=device)  # 3-D, |x|, |y|, |z|
+    err_sum = torch.zeros(7, dtype=torch.float64, device=device)  # 3-D, |x|, |y|, |z|, x², y², z²
     for x, t in batches:
         x, t = to_device(x, device, True), t.to(device)
         with amp_context(device, amp):
@@ -92,10 +96,11 @@ def evaluate(
         d = prob[n, k, 1:4, i, j] - t[n, k, 1:4, i, j]  # (M, 3) in voxel units
         d_nm = torch.stack([d[:, 0] * grid.px_size_nm, d[:, 1] * grid.px_size_nm, d[:, 2] * slab_nm[k]], 1)
         err_sum[0] += d_nm.norm(dim=1).sum().double()
-        err_sum[1:] += d_nm.abs().sum(dim=0).double()
+        err_sum[1:4] += d_nm.abs().sum(dim=0).double()
+        err_sum[4:] += d_nm.square().sum(dim=0).double()
     net.train(was_training)
     denom = tp + fp + fn
-    err = (err_sum / max(tp, 1)).tolist() if tp else [float("nan")] * 4
+    err = (err_sum / max(tp, 1)).tolist() if tp else [float("nan")] * 7
     return {
         "val_loss": loss_sum / max(n_batches, 1),
         "val_jaccard": tp / denom if denom else float("nan"),
@@ -106,6 +111,9 @@ def evaluate(
         "val_error_x_nm": err[1],
         "val_error_y_nm": err[2],
         "val_error_z_nm": err[3],
+        "val_rmse_x_nm": err[4] ** 0.5,
+        "val_rmse_y_nm": err[5] ** 0.5,
+        "val_rmse_z_nm": err[6] ** 0.5,
     }
 
 

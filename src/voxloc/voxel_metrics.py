@@ -11,12 +11,16 @@ of plane, row and column (and are distinct). Voxels of different frames are neve
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from voxloc.types import BoolArray, FloatArray
 
-__all__ = ["labels", "confusion", "adjacency_breakdown"]
+__all__ = ["labels", "confusion", "adjacency_breakdown", "evaluate_shards"]
 
 #: 26-neighbourhood within a frame, for arrays (T, P, H, W); the centre is excluded
 _NEIGHBOURS = np.ones((1, 3, 3, 3), dtype=np.int64)
@@ -112,3 +116,58 @@ def adjacency_breakdown(true_c: FloatArray, pred_c: FloatArray, tau: float = 0.5
         "fn_nonadjacent": n_fn - int(np.count_nonzero(fn_adj1)) - fn_adj2,
         "tp": int(np.count_nonzero(tp)),
     }
+
+
+def evaluate_shards(
+    paths: Sequence[str | Path],
+    predict: Callable[[FloatArray], FloatArray],
+    taus: Sequence[float] = (0.5, 0.9),
+    *,
+    chunk_frames: int = 100,
+) -> pd.DataFrame:
+    """Tables 4 and 5 over simulated shards: one row per τ with the confusion matrix, voxel
+    Jaccard, precision, recall and the adjacency breakdown.
+
+    ``predict`` maps frames in photons (T, P, H, W) to the network output (T, P, 4, H, W)
+    (e.g. :meth:`voxloc.model.TrainedModel.predict`). Targets are the shards' emitters encoded
+    on the shards' voxel grid (:func:`voxloc.voxels.encode`); frames are read ``chunk_frames``
+    at a time (adjacency never crosses frames, so the counts are exact).
+    """
+    from voxloc.data import to_photons
+    from voxloc.shards import read_settings, read_shard, shard_length
+    from voxloc.voxels import encode
+
+    keys = ("tp", "fp", "fn", "tn", "fp_adjacent1", "fp_adjacent2", "fp_nonadjacent")
+    keys += ("fn_adjacent1", "fn_adjacent2", "fn_nonadjacent")
+    totals = {tau: dict.fromkeys(keys, 0) for tau in taus}
+    n_frames = n_molecules = n_collisions = 0
+    for path in paths:
+        settings = read_settings(path)
+        for start in range(0, shard_length(path), chunk_frames):
+            sim = read_shard(path, start, start + chunk_frames)
+            n = sim.frames.shape[0]
+            enc = encode(sim.emitters, n, settings.grid)
+            out = predict(to_photons(sim.frames, settings.noise))
+            for tau in taus:
+                counts = {**confusion(enc.targets, out, tau), **adjacency_breakdown(enc.targets, out, tau)}
+                for key in keys:
+                    totals[tau][key] += int(counts[key])
+            n_frames += n
+            n_molecules += enc.n_emitters
+            n_collisions += enc.n_collisions
+    rows = []
+    for tau, c in totals.items():
+        denom = c["tp"] + c["fp"] + c["fn"]
+        rows.append(
+            {
+                "tau": tau,
+                **c,
+                "jaccard": c["tp"] / denom if denom else float("nan"),
+                "precision": c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else float("nan"),
+                "recall": c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else float("nan"),
+                "n_frames": n_frames,
+                "n_molecules": n_molecules,
+                "n_collisions": n_collisions,
+            }
+        )
+    return pd.DataFrame(rows)
