@@ -1,0 +1,115 @@
+# Density and speed sweeps of the trained model (voxloc.sweeps; paper Sect. 4.2, Figs. 7-9):
+# metrics against the number of molecules per simulated frame, and localization speed
+# against the image size, reading a TIFF from disk and writing Parquet.
+
+
+rule density_sweep:
+    input:
+        model=MODEL,  # {name} is train.name; localize.model when that is given
+    output:
+        table="results/evaluation/density/{name}.tsv",
+        errors="results/evaluation/density/{name}_errors.parquet",
+    log:
+        "logs/evaluate/density/{name}.log",
+    benchmark:
+        "benchmarks/evaluate/density/{name}.tsv"
+    wildcard_constraints:
+        name=config["train"]["name"],
+    conda:
+        "../../envs/voxloc-torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        options=lookup(dpath="sweeps/density", within=config),
+        tolerances=lookup(dpath="evaluate", within=config),
+        batch_frames=lookup(dpath="localize/batch_frames", within=config),
+        device=lookup(dpath="localize/device", within=config),
+        seed=config["seed"],
+    script:
+        "../../scripts/density_sweep.py"
+
+
+rule plot_density_sweep:
+    input:
+        table="results/evaluation/density/{name}.tsv",
+        errors="results/evaluation/density/{name}_errors.parquet",
+    output:
+        curves=report(
+            "results/evaluation/density/{name}_jaccard_rmse.png",
+            caption="../report/density_sweep.rst",
+            category="4. Evaluation",
+            subcategory="Density sweep (Figs. 7-8)",
+            labels={"model": "{name}", "figure": "Jaccard and error vs. M"},
+        ),
+        histograms=report(
+            "results/evaluation/density/{name}_error_histograms.png",
+            caption="../report/density_errors.rst",
+            category="4. Evaluation",
+            subcategory="Density sweep (Figs. 7-8)",
+            labels={"model": "{name}", "figure": "error histograms"},
+        ),
+    log:
+        "logs/evaluate/density/{name}_plots.log",
+    wildcard_constraints:
+        name=config["train"]["name"],
+    conda:
+        "../../envs/voxloc.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        model=MODEL,
+        options=lookup(dpath="sweeps/density", within=config),
+        tolerances=lookup(dpath="evaluate", within=config),
+    script:
+        "../../scripts/plot_density_sweep.py"
+
+
+rule speed_sweep:
+    input:
+        model=MODEL,
+    output:
+        "results/evaluation/speed.tsv",
+    log:
+        "logs/evaluate/speed.log",
+    benchmark:
+        "benchmarks/evaluate/speed.tsv"
+    conda:
+        "../../envs/voxloc-torch.yaml"
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        options=lookup(dpath="sweeps/speed", within=config),
+        localize=lookup(dpath="localize", within=config),
+        seed=config["seed"],
+    script:
+        "../../scripts/speed_sweep.py"
+
+
+rule plot_speed_sweep:
+    input:
+        "results/evaluation/speed.tsv",
+    output:
+        report(
+            "results/evaluation/speed.png",
+            caption="../report/speed_sweep.rst",
+            category="4. Evaluation",
+            subcategory="Speed (Fig. 9)",
+        ),
+    log:
+        "logs/evaluate/speed_plot.log",
+    conda:
+        "../../envs/voxloc.yaml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        model=MODEL,
+        options=lookup(dpath="sweeps/speed", within=config),
+        localize=lookup(dpath="localize", within=config),
+    script:
+        "../../scripts/plot_speed_sweep.py"
