@@ -1,0 +1,22 @@
+"""Rule run_summary: one row per movie of the sample sheet (frames, localizations, time, outputs)."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from voxloc import runs  # noqa: E402
+from voxloc.errors import exit_on_error  # noqa: E402
+
+p = snakemake.params
+with exit_on_error():
+    rows = [
+        runs.summarize_movie(
+            movie, info, locs, chunk_frames=p.chunk_frames, benchmark=p.benchmark, outputs=p.outputs[movie]
+        )
+        for movie, info, locs in zip(
+            p.movies, snakemake.input.info, snakemake.input.localizations, strict=True
+        )
+    ]
+    runs.write_run_summary(rows, snakemake.output[0])
