@@ -63,7 +63,7 @@ def table(rows):
     return pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm", "z_nm", "weight"][: len(rows[0])])
 
 
-def test_matched_errors_are_estimate_minus_truth_of_matched_pairs_only():
+def test_error_table_has_estimate_minus_truth_of_matched_pairs_only():
     truth = table([(0, 1000, 1000, 300, 0.5), (0, 3000, 3000, 600, 0.8), (1, 2000, 2000, 100, 1.0)])
     est = table(
         [
@@ -73,7 +73,7 @@ def test_matched_errors_are_estimate_minus_truth_of_matched_pairs_only():
         ]
     )  # frame 1 has no estimate: FN
     match = match_tables(est, truth)
-    errors = sweeps.matched_errors(est, truth, match).sort_values("z_true_nm").reset_index(drop=True)
+    errors = sweeps.error_table(est, truth, match).sort_values("z_true_nm").reset_index(drop=True)
     assert list(errors.columns) == ["frame", "z_true_nm", "weight", "dx_nm", "dy_nm", "dz_nm"]
     np.testing.assert_allclose(errors["dx_nm"], [3, 30])
     np.testing.assert_allclose(errors["dy_nm"], [4, -40])

@@ -40,6 +40,7 @@ __all__ = [
     "match_tables",
     "Summary",
     "summary",
+    "matched_errors",
     "efficiency",
     "CRLBModel",
     "crlb_model_from_truth",

@@ -33,7 +33,7 @@ import torch
 
 from voxloc.data import to_photons
 from voxloc.errors import ConfigError, InputError
-from voxloc.evaluate import MatchResult, match_tables, summary
+from voxloc.evaluate import MatchResult, match_tables, matched_errors, summary
 from voxloc.io import atomic_output, write_parquet, write_tiff
 from voxloc.localize import run_chunk
 from voxloc.model import TrainedModel, load_checkpoint, read_checkpoint, select_device
@@ -47,7 +47,7 @@ __all__ = [
     "DENSITY_M",
     "density_per_um2",
     "training_settings",
-    "matched_errors",
+    "error_table",
     "error_spread",
     "density_sweep",
     "write_tsv",
@@ -79,19 +79,18 @@ def training_settings(meta: Mapping[str, Any], *, source: str = "model") -> Simu
     return settings_from_dict(meta["simulation"])
 
 
-def matched_errors(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> pd.DataFrame:
+def error_table(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> pd.DataFrame:
     """One row per matched pair: frame, the true z and weight, and the error estimate - truth
     per axis (dx_nm, dy_nm, dz_nm), the quantities of Figs. 7b and 8."""
-    e = est.iloc[match.est_index]
     t = truth.iloc[match.true_index]
     out = {
         "frame": t["frame"].to_numpy(np.int32),
         "z_true_nm": t["z_nm"].to_numpy(np.float32),
         "weight": (t["weight"] if "weight" in t else pd.Series(np.nan, index=t.index)).to_numpy(np.float32),
     }
-    for axis in "xyz":
-        d = e[f"{axis}_nm"].to_numpy(np.float64) - t[f"{axis}_nm"].to_numpy(np.float64)
-        out[f"d{axis}_nm"] = d.astype(np.float32)
+    d = matched_errors(est, truth, match).astype(np.float32)
+    for a, axis in enumerate("xyz"):
+        out[f"d{axis}_nm"] = d[:, a]
     return pd.DataFrame(out)
 
 
@@ -139,7 +138,7 @@ def _density_point(
     for tau in taus:
         est = pd.concat(found[tau], ignore_index=True)
         match = match_tables(est, truth, lateral_nm=lateral_nm, axial_nm=axial_nm)
-        err = matched_errors(est, truth, match)
+        err = error_table(est, truth, match)
         c = counts[tau]
         denom = c["tp"] + c["fp"] + c["fn"]
         rows.append(
