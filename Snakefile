@@ -24,6 +24,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/localize.smk"
 include: "workflow/rules/render.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/sweeps.smk"
+include: "workflow/rules/batch.smk"
 
 
 rule all:

@@ -1,4 +1,5 @@
-"""Rule evaluate_movie: match localizations to ground truth, write the metrics as CSV."""
+"""Rule evaluate_movie: match localizations to ground truth, write the metrics (with the
+Cramér-Rao bound) as CSV and the per-molecule table as Parquet."""
 
 import logging
 import sys
@@ -10,12 +11,26 @@ from voxloc import evaluate  # noqa: E402
 from voxloc.errors import exit_on_error  # noqa: E402
 
 opts = snakemake.params.options
+physics = snakemake.params.physics
 with exit_on_error():  # one line naming the file, in the log and on the console
+    crlb_model = None
+    if opts["crlb"]:
+        crlb_model = evaluate.crlb_model_from_config(
+            psf_yaml=snakemake.input.psf[0] if snakemake.input.psf else None,
+            table2=physics["table2"],
+            plane_z_nm=physics["plane_z_nm"],
+            px_size_nm=physics["px_size_nm"],
+            noise={"kind": physics["noise"], **physics["noise_params"]},
+            integrate_pixels=physics["integrate_pixels"],
+        )
     evaluate.evaluate_files(
         snakemake.input.locs,
         snakemake.input.truth,
-        snakemake.output[0],
+        snakemake.output.metrics,
         movie=snakemake.wildcards.movie,
         lateral_nm=opts["lateral_tolerance_nm"],
         axial_nm=opts["axial_tolerance_nm"],
+        crlb_model=crlb_model,
+        crlb=opts["crlb"],
+        molecules_out=snakemake.output.molecules,
     )

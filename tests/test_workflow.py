@@ -47,7 +47,15 @@ SOURCES = {
     "demo1": [f"resources/demo/demo1/camera{k}.tif" for k in range(1, 5)],
     "demo2": ["resources/demo/demo2/movie.tif"],
 }
-METRIC_COLUMNS = ["movie", *Summary.__dataclass_fields__, "lateral_tolerance_nm", "axial_tolerance_nm"]
+CRLB_COLUMNS = [f"crlb_{a}_nm" for a in ("x", "y", "z", "lateral")]
+CRLB_COLUMNS += [f"rmse_to_crlb_{a}" for a in ("x", "y", "z", "lateral")] + ["crlb_unbounded", "crlb_source"]
+METRIC_COLUMNS = [
+    "movie",
+    *Summary.__dataclass_fields__,
+    *CRLB_COLUMNS,
+    "lateral_tolerance_nm",
+    "axial_tolerance_nm",
+]
 SHEET_COLUMNS = "movie path plane1 plane2 plane3 plane4 ground_truth offset_adu adu_per_photon".split()
 
 pytestmark = pytest.mark.workflow
@@ -122,6 +130,7 @@ def test_snakemake_summary_lists_every_output_up_to_date(run):
         "results/models/quick/model.pt",
         "results/models/quick/log.csv",
         "results/evaluation/summary.tsv",
+        "results/run_summary.tsv",
     }
     for movie in MOVIES:
         expected |= {f"results/localizations/{movie}{ext}" for ext in (".parquet", ".hdf5", ".yaml")}
@@ -311,6 +320,11 @@ def test_evaluation_tables(run):
         assert (row["n_est"].iloc[0], row["n_true"].iloc[0]) == (n_est, n_true)
         assert row["tp"].iloc[0] + row["fp"].iloc[0] == n_est
         assert 0 <= row["jaccard"].iloc[0] <= 1
+        # the bound is for the demo microscope's own physics (stored in its ground truth)
+        assert row["crlb_source"].iloc[0] == "ground truth"
+        assert 0 < row["crlb_x_nm"].iloc[0] < row["rmse_x_nm"].iloc[0]
+        molecules = pd.read_parquet(run / f"results/evaluation/{movie}.molecules.parquet")
+        assert len(molecules) == n_true and molecules["matched"].sum() == row["tp"].iloc[0]
     summary = pd.read_csv(run / "results/evaluation/summary.tsv", sep="\t")
     assert list(summary.columns) == METRIC_COLUMNS
     assert summary["movie"].tolist() == list(MOVIES)
@@ -335,6 +349,7 @@ def test_rebuilding_a_deleted_chunk_is_idempotent(run):
         "render_movie": 1,
         "evaluate_movie": 1,
         "evaluation_summary": 1,
+        "run_summary": 1,
         "all": 1,
     }
     assert job_counts(dry) == expected
@@ -345,6 +360,70 @@ def test_rebuilding_a_deleted_chunk_is_idempotent(run):
     new_meta = read_locs_metadata(run / chunk)
     assert new_meta == old_meta
     pd.testing.assert_frame_equal(pd.read_parquet(run / "results/localizations/demo1.parquet"), old_merged)
+
+
+def test_run_summary_lists_every_movie(run):
+    table = pd.read_csv(run / "results/run_summary.tsv", sep="\t")
+    assert table["movie"].tolist() == list(MOVIES)
+    for row in table.itertuples():
+        parquet = run / f"results/localizations/{row.movie}.parquet"
+        assert row.n_frames == N_FRAMES and row.n_chunks == CHUNKS
+        assert row.n_localizations == pq.ParquetFile(parquet).metadata.num_rows
+        bench = [
+            pd.read_csv(p, sep="\t") for p in (run / f"benchmarks/localize/{row.movie}").glob("chunk-*.tsv")
+        ]
+        assert len(bench) == CHUNKS
+        assert row.localize_job_s == pytest.approx(sum(b["s"].iloc[0] for b in bench), rel=1e-3)
+        assert row.frames_per_job_s == pytest.approx(N_FRAMES / row.localize_job_s, rel=1e-3)
+        assert row.localizations == f"results/localizations/{row.movie}.parquet"
+        assert row.evaluation == f"results/evaluation/{row.movie}.csv"
+        for column in ("localizations", "picasso", "render_tif", "render_png", "evaluation"):
+            assert (run / getattr(row, column)).is_file()
+        assert (run / row.logs / "merge.log").is_file()
+
+
+def test_new_sheet_row_runs_only_the_new_movie(run, tmp_path):
+    """A rerun after a row is added plans the new movie's jobs and the tables of all movies,
+    nothing of the movies already done (dry run: the new movie's chunks appear only once its
+    header checkpoint has run)."""
+    sheet = pd.read_csv(ROOT / "config" / "movies.tsv", sep="\t", dtype=str, keep_default_na=False)
+    rows = sheet.to_dict("records")
+    rows.append({**rows[1], "movie": "demo3"})  # demo2's movie again, under a new name
+    write_sheet(tmp_path / "movies.tsv", rows)
+    more = tmp_path / "more.yaml"
+    more.write_text(f"samples: {tmp_path / 'movies.tsv'}\n")
+    dry = snakemake(run, "-n", configfiles=[TINY, more])
+    assert dry.returncode == 0, console(dry)[-3000:]
+    assert job_counts(dry) == {
+        "movie_info": 1,
+        "merge_localizations": 1,
+        "render_movie": 1,
+        "evaluate_movie": 1,
+        "evaluation_summary": 1,
+        "run_summary": 1,
+        "all": 1,
+    }
+    planned = set(re.findall(r"^\s+output: (.*)$", console(dry), re.M))
+    for movie in MOVIES:
+        assert not [line for line in planned if f"/{movie}." in line or f"/{movie}/" in line], planned
+
+
+def test_a_given_model_is_used_without_simulating_or_training(run, tmp_path):
+    """localize.model: a model trained in another run localizes the movies; nothing is
+    simulated or trained (dry run in a fresh working directory)."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "movies.tsv", tmp_path / "config" / "movies.tsv")
+    model = tmp_path / "scope-a.pt"
+    shutil.copy(run / "results/models/quick/model.pt", model)
+    reuse = tmp_path / "reuse.yaml"
+    reuse.write_text(f"localize:\n  model: {model}\n")
+    dry = snakemake(tmp_path, "-n", configfiles=[TINY, reuse])
+    assert dry.returncode == 0, console(dry)[-3000:]
+    ran = job_counts(dry)
+    assert ran["movie_info"] == len(MOVIES) and ran["fit_psf"] == 1
+    for rule in ("simulate_shard", "train_model", "evaluate_voxels", "training_curves"):
+        assert rule not in ran, ran
+    assert "results/models/" not in console(dry)
 
 
 def test_rerun_has_nothing_to_do(run):

@@ -9,17 +9,21 @@ rule calibrate_affine:
         stacks=get_bead_tiffs,
     output:
         affine="results/calibration/affine.yaml",
-        qc="results/calibration/affine_qc.png",
+        qc=report(
+            "results/calibration/affine_qc.png",
+            caption="../report/affine_qc.rst",
+            category="1. Bead calibration",
+        ),
     log:
         "logs/calibration/affine.log",
     benchmark:
         "benchmarks/calibration/affine.tsv"
     conda:
         "../../envs/voxloc.yaml"
-    threads: 1
+    threads: rule_threads("calibrate_affine")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=rule_resource("calibrate_affine", "mem_mb"),
+        runtime=rule_resource("calibrate_affine", "runtime"),
     params:
         beads=lookup(dpath="calibration/beads", within=config),
         calibration=lookup(dpath="calibration", within=config),
@@ -34,17 +38,21 @@ rule fit_psf:
         affine="results/calibration/affine.yaml",
     output:
         psf="results/calibration/psf.yaml",
-        qc="results/calibration/psf_qc.png",
+        qc=report(
+            "results/calibration/psf_qc.png",
+            caption="../report/psf_qc.rst",
+            category="1. Bead calibration",
+        ),
     log:
         "logs/calibration/psf.log",
     benchmark:
         "benchmarks/calibration/psf.tsv"
     conda:
         "../../envs/voxloc.yaml"
-    threads: 1
+    threads: rule_threads("fit_psf")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=rule_resource("fit_psf", "mem_mb"),
+        runtime=rule_resource("fit_psf", "runtime"),
     params:
         beads=lookup(dpath="calibration/beads", within=config),
         calibration=lookup(dpath="calibration", within=config),

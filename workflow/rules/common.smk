@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pandas as pd
 
-# the library lives in src/ beside the workflow: importable without installing it
+# the library lives in src/ beside the workflow: importable without installing it, here and
+# in the rule scripts, which Snakemake starts with this process's sys.path appended to their
+# own, also in a conda env under --use-conda (see envs/voxloc.yaml)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from snakemake.exceptions import WorkflowError
@@ -25,6 +27,17 @@ try:
                 f"{CONFIG_SOURCE}: train.{key}: {config['train'][key]!r} is not one of "
                 f"simulation.datasets {sorted(config['simulation']['datasets'])}"
             )
+    _density, _speed = config["sweeps"]["density"], config["sweeps"]["speed"]
+    if len(_speed["frames"]) != len(_speed["sizes_px"]):
+        raise ConfigError(
+            f"{CONFIG_SOURCE}: sweeps.speed.frames: {len(_speed['frames'])} values for "
+            f"{len(_speed['sizes_px'])} sizes_px (give one per size)"
+        )
+    if not set(_density["histogram_n_molecules"] or []) <= set(_density["n_molecules"]):
+        raise ConfigError(
+            f"{CONFIG_SOURCE}: sweeps.density.histogram_n_molecules: each must be one of "
+            f"sweeps.density.n_molecules {_density['n_molecules']}"
+        )
     samples = vconfig.load_samples(config["samples"], SCHEMAS / "movies.schema.yaml")
 except ConfigError as exc:
     raise WorkflowError(f"voxloc: {exc}") from None
@@ -33,9 +46,14 @@ DATASETS = config["simulation"]["datasets"]
 DEMO_DIR = config["demo"]["out_dir"]
 MOVIES = list(samples.index)
 MOVIES_WITH_TRUTH = [m for m in MOVIES if pd.notna(samples.loc[m].get("ground_truth"))]
-MODEL = f"results/models/{config['train']['name']}/model.pt"
+# a model trained earlier for this microscope (localize.model) or the one this run trains
+TRAIN = not config["localize"]["model"]
+MODEL = (
+    config["localize"]["model"] or f"results/models/{config['train']['name']}/model.pt"
+)
 AFFINE = "results/calibration/affine.yaml"
 PSF_CALIBRATION = "results/calibration/psf.yaml"
+RUN_SUMMARY = "results/run_summary.tsv"
 
 
 wildcard_constraints:
@@ -43,6 +61,27 @@ wildcard_constraints:
     index=r"\d{4}",
     movie="|".join(re.escape(m) for m in MOVIES),
     chunk=r"\d{4}",
+
+
+#: the schema's per-rule resources (config/config.yaml is not loaded when -d points elsewhere)
+_SCHEMA = vconfig.load_schema(SCHEMAS / "config.schema.yaml")
+RULE_RESOURCES = _SCHEMA["properties"]["resources"]["properties"]
+
+
+def rule_resource(rule, key):
+    """threads, mem_mb or runtime (minutes) of a rule's jobs (the SLURM executor submits with
+    these): config resources.<rule>.<key>, else the schema's entry for the rule, else
+    resources.default.<key>."""
+    given = config["resources"]
+    shipped = RULE_RESOURCES.get(rule, {}).get("default", {})
+    for entry in (given.get(rule, {}), shipped, given["default"]):
+        if key in entry:
+            return entry[key]
+
+
+def rule_threads(rule):
+    """Threads of a rule's jobs from config resources (SLURM: --cpus-per-task)."""
+    return rule_resource(rule, "threads")
 
 
 def shard_paths(dataset):
@@ -62,6 +101,21 @@ def get_bead_tiffs(wildcards):
 def simulation_psf(wildcards):
     """The bead calibration's psf.yaml when the simulation uses it (psf.source)."""
     return [PSF_CALIBRATION] if config["psf"]["source"] == "calibration" else []
+
+
+def crlb_physics():
+    """The pipeline's physics for the Cramér-Rao bound when the ground truth does not carry
+    its generator's (the PSF comes from the bead calibration with psf.source: calibration).
+    """
+    sim = config["simulation"]
+    return {
+        "table2": config["psf"]["table2"],
+        "plane_z_nm": config["grid"]["plane_z_nm"],
+        "px_size_nm": config["grid"]["px_size_nm"],
+        "integrate_pixels": config["psf"]["integrate_pixels"],
+        "noise": sim["noise"],
+        "noise_params": sim["noise_params"],
+    }
 
 
 def demo_outputs():
@@ -110,13 +164,38 @@ def localization_chunks(wildcards):
     ]
 
 
+def movie_products(movie):
+    """Output column -> path of one movie's finished products (the summary's path columns)."""
+    out = {
+        "localizations": f"results/localizations/{movie}.parquet",
+        "picasso": f"results/localizations/{movie}.hdf5",
+        "render_tif": f"results/render/{movie}.tif",
+        "render_png": f"results/render/{movie}.png",
+        "evaluation": (
+            f"results/evaluation/{movie}.csv" if movie in MOVIES_WITH_TRUTH else ""
+        ),
+    }
+    return out
+
+
+def run_products(wildcards):
+    """Every movie's products: the summary comes after all of them."""
+    return [p for m in MOVIES for p in movie_products(m).values() if p]
+
+
 def get_final_output():
     """Everything the default target builds."""
-    out = [p for name in DATASETS for p in shard_paths(name)]
-    out += demo_outputs()
+    out = demo_outputs()
     out += [AFFINE, PSF_CALIBRATION]
     out += ["results/calibration/affine_qc.png", "results/calibration/psf_qc.png"]
-    out += [MODEL]
+    if TRAIN:  # else localize.model: no simulation, no training
+        out += [p for name in DATASETS for p in shard_paths(name)]
+        out += [MODEL]
+        name = config["train"]["name"]
+        out += [
+            f"results/models/{name}/training.png",
+            f"results/evaluation/voxels/{name}.tsv",
+        ]
     for movie in MOVIES:
         out += [
             f"results/localizations/{movie}{ext}"
@@ -125,4 +204,10 @@ def get_final_output():
         out += [f"results/render/{movie}.tif", f"results/render/{movie}.png"]
     if MOVIES_WITH_TRUTH:
         out.append("results/evaluation/summary.tsv")
+    density = f"results/evaluation/density/{config['train']['name']}"
+    out += [
+        f"{density}{s}" for s in (".tsv", "_jaccard_rmse.png", "_error_histograms.png")
+    ]
+    out += ["results/evaluation/speed.tsv", "results/evaluation/speed.png"]
+    out.append(RUN_SUMMARY)
     return out

@@ -14,9 +14,10 @@ rule demo_beads:
         "benchmarks/demo/beads.tsv"
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("demo_beads")
     resources:
-        mem_mb=500,
-        runtime=10,
+        mem_mb=rule_resource("demo_beads", "mem_mb"),
+        runtime=rule_resource("demo_beads", "runtime"),
     params:
         demo=lookup(dpath="demo", within=config),
         seed=lookup(dpath="seed", within=config),
@@ -37,9 +38,10 @@ rule demo_movie_per_camera:
         "benchmarks/demo/demo1.tsv"
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("demo_movie_per_camera")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=rule_resource("demo_movie_per_camera", "mem_mb"),
+        runtime=rule_resource("demo_movie_per_camera", "runtime"),
     params:
         name="demo1",
         layout="per_camera",
@@ -60,9 +62,10 @@ rule demo_movie_stack:
         "benchmarks/demo/demo2.tsv"
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("demo_movie_stack")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=rule_resource("demo_movie_stack", "mem_mb"),
+        runtime=rule_resource("demo_movie_stack", "runtime"),
     params:
         name="demo2",
         layout="stack",

@@ -1,21 +1,29 @@
-# Evaluation against ground truth, for every movie of the sample sheet that has one.
+# Evaluation against ground truth (voxloc.evaluate, voxloc.crlb, voxloc.voxel_metrics):
+# per movie with a ground truth in the sample sheet, the localization-level metrics and the
+# Cramér-Rao bound; on the validation shards, the voxel-level Tables 4-5 of the paper.
 
 
 rule evaluate_movie:
     input:
         locs="results/localizations/{movie}.parquet",
         truth=ground_truth,
+        psf=simulation_psf,
     output:
-        "results/evaluation/{movie}.csv",
+        metrics="results/evaluation/{movie}.csv",
+        molecules="results/evaluation/{movie}.molecules.parquet",
     log:
         "logs/evaluate/{movie}.log",
+    benchmark:
+        "benchmarks/evaluate/{movie}.tsv"
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("evaluate_movie")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=rule_resource("evaluate_movie", "mem_mb"),
+        runtime=rule_resource("evaluate_movie", "runtime"),
     params:
         options=lookup(dpath="evaluate", within=config),
+        physics=crlb_physics(),
     script:
         "../../scripts/evaluate_movie.py"
 
@@ -24,10 +32,47 @@ rule evaluation_summary:
     input:
         expand("results/evaluation/{movie}.csv", movie=MOVIES_WITH_TRUTH),
     output:
-        "results/evaluation/summary.tsv",
+        report(
+            "results/evaluation/summary.tsv",
+            caption="../report/evaluation_summary.rst",
+            category="4. Evaluation",
+            subcategory="Movies",
+        ),
     log:
         "logs/evaluate/summary.log",
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("evaluation_summary")
+    resources:
+        mem_mb=rule_resource("evaluation_summary", "mem_mb"),
+        runtime=rule_resource("evaluation_summary", "runtime"),
     script:
         "../../scripts/evaluation_summary.py"
+
+
+rule evaluate_voxels:
+    input:
+        model="results/models/{name}/model.pt",
+        shards=shard_paths(config["train"]["val_dataset"]),
+    output:
+        report(
+            "results/evaluation/voxels/{name}.tsv",
+            caption="../report/evaluate_voxels.rst",
+            category="4. Evaluation",
+            subcategory="Voxels (Tables 4-5)",
+        ),
+    log:
+        "logs/evaluate/voxels-{name}.log",
+    benchmark:
+        "benchmarks/evaluate/voxels-{name}.tsv"
+    conda:
+        "../../envs/voxloc-torch.yaml"
+    threads: rule_threads("evaluate_voxels")
+    resources:
+        mem_mb=rule_resource("evaluate_voxels", "mem_mb"),
+        runtime=rule_resource("evaluate_voxels", "runtime"),
+    params:
+        taus=lookup(dpath="evaluate/voxel_taus", within=config),
+        device=lookup(dpath="localize/device", within=config),
+    script:
+        "../../scripts/evaluate_voxels.py"

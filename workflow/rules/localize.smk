@@ -11,9 +11,10 @@ checkpoint movie_info:
         "logs/localize/{movie}/info.log",
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("movie_info")
     resources:
-        mem_mb=500,
-        runtime=10,
+        mem_mb=rule_resource("movie_info", "mem_mb"),
+        runtime=rule_resource("movie_info", "runtime"),
     params:
         camera=movie_camera,
     script:
@@ -35,10 +36,10 @@ rule localize_chunk:
         "benchmarks/localize/{movie}/chunk-{chunk}.tsv"
     conda:
         "../../envs/voxloc-torch.yaml"
-    threads: 2
+    threads: rule_threads("localize_chunk")
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=rule_resource("localize_chunk", "mem_mb"),
+        runtime=rule_resource("localize_chunk", "runtime"),
     params:
         options=lookup(dpath="localize", within=config),
         camera=movie_camera,
@@ -54,11 +55,14 @@ rule merge_localizations:
         picasso=multiext("results/localizations/{movie}", ".hdf5", ".yaml"),
     log:
         "logs/localize/{movie}/merge.log",
+    benchmark:
+        "benchmarks/localize/{movie}/merge.tsv"
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("merge_localizations")
     resources:
-        mem_mb=1000,
-        runtime=30,
+        mem_mb=rule_resource("merge_localizations", "mem_mb"),
+        runtime=rule_resource("merge_localizations", "runtime"),
     params:
         lateral_precision_nm=lookup(
             dpath="localize/picasso_lateral_precision_nm", within=config

@@ -7,18 +7,22 @@ rule render_movie:
         "results/localizations/{movie}.parquet",
     output:
         tif="results/render/{movie}.tif",
-        png="results/render/{movie}.png",
+        png=report(
+            "results/render/{movie}.png",
+            caption="../report/render.rst",
+            category="5. Renders",
+            labels={"movie": "{movie}"},
+        ),
     log:
         "logs/render/{movie}.log",
     benchmark:
         "benchmarks/render/{movie}.tsv"
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("render_movie")
     resources:
-        # ~150 MB + 10 bytes per voxel, voxels = (W s / px_nm)(H s / px_nm)(z range / z_bin_nm):
-        # a 96 x 96 px field is 19 M voxels, ~270 MB (measured); 2000 MB fits ~180 M voxels
-        mem_mb=2000,
-        runtime=30,
+        mem_mb=rule_resource("render_movie", "mem_mb"),
+        runtime=rule_resource("render_movie", "runtime"),
     params:
         render=lookup(dpath="render", within=config),
         px_size_nm=lookup(dpath="grid/px_size_nm", within=config),

@@ -12,10 +12,10 @@ rule simulate_shard:
         "benchmarks/simulate/{dataset}/shard-{index}.tsv"
     conda:
         "../../envs/voxloc.yaml"
-    threads: 1
+    threads: rule_threads("simulate_shard")
     resources:
-        mem_mb=1000,
-        runtime=30,
+        mem_mb=rule_resource("simulate_shard", "mem_mb"),
+        runtime=rule_resource("simulate_shard", "runtime"),
     params:
         grid=config["grid"],
         psf=config["psf"],

@@ -17,10 +17,10 @@ rule density_sweep:
         name=config["train"]["name"],
     conda:
         "../../envs/voxloc-torch.yaml"
-    threads: 2
+    threads: rule_threads("density_sweep")
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=rule_resource("density_sweep", "mem_mb"),
+        runtime=rule_resource("density_sweep", "runtime"),
     params:
         options=lookup(dpath="sweeps/density", within=config),
         tolerances=lookup(dpath="evaluate", within=config),
@@ -56,9 +56,10 @@ rule plot_density_sweep:
         name=config["train"]["name"],
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("plot_density_sweep")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=rule_resource("plot_density_sweep", "mem_mb"),
+        runtime=rule_resource("plot_density_sweep", "runtime"),
     params:
         model=MODEL,
         options=lookup(dpath="sweeps/density", within=config),
@@ -78,10 +79,10 @@ rule speed_sweep:
         "benchmarks/evaluate/speed.tsv"
     conda:
         "../../envs/voxloc-torch.yaml"
-    threads: 2
+    threads: rule_threads("speed_sweep")
     resources:
-        mem_mb=2000,
-        runtime=60,
+        mem_mb=rule_resource("speed_sweep", "mem_mb"),
+        runtime=rule_resource("speed_sweep", "runtime"),
     params:
         options=lookup(dpath="sweeps/speed", within=config),
         localize=lookup(dpath="localize", within=config),
@@ -104,9 +105,10 @@ rule plot_speed_sweep:
         "logs/evaluate/speed_plot.log",
     conda:
         "../../envs/voxloc.yaml"
+    threads: rule_threads("plot_speed_sweep")
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=rule_resource("plot_speed_sweep", "mem_mb"),
+        runtime=rule_resource("plot_speed_sweep", "runtime"),
     params:
         model=MODEL,
         options=lookup(dpath="sweeps/speed", within=config),

@@ -21,13 +21,36 @@ rule train_model:
         name=config["train"]["name"],
     conda:
         "../../envs/voxloc-torch.yaml"
-    threads: 8
+    threads: rule_threads("train_model")
     resources:
-        mem_mb=4000,
-        runtime=720,
+        mem_mb=rule_resource("train_model", "mem_mb"),
+        runtime=rule_resource("train_model", "runtime"),
         gpu=1 if config["train"]["gpu"] else 0,
     params:
         train=config["train"],
         seed=config["seed"],
     script:
         "../../scripts/train_model.py"
+
+
+rule training_curves:
+    input:
+        "results/models/{name}/log.csv",
+    output:
+        report(
+            "results/models/{name}/training.png",
+            caption="../report/training_curves.rst",
+            category="3. Training",
+        ),
+    log:
+        "logs/train/{name}-curves.log",
+    conda:
+        "../../envs/voxloc.yaml"
+    threads: rule_threads("training_curves")
+    resources:
+        mem_mb=rule_resource("training_curves", "mem_mb"),
+        runtime=rule_resource("training_curves", "runtime"),
+    params:
+        tau=lookup(dpath="train/val_tau", within=config),
+    script:
+        "../../scripts/training_curves.py"
