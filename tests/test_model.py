@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -14,12 +15,16 @@ from voxloc import __version__  # noqa: E402
 from voxloc.model import (  # noqa: E402
     DEFAULT_ARCH,
     build_model,
+    fold_batchnorm,
     load_checkpoint,
     normalise,
     read_checkpoint,
+    resolve_precision,
     save_checkpoint,
     select_device,
 )
+from voxloc.robust import row_median  # noqa: E402
+from voxloc.voxels import decode, voxel_table  # noqa: E402
 
 TINY = {"widths": [6, 5, 7]}
 
@@ -124,7 +129,7 @@ def test_checkpoint_loads_in_a_fresh_process_with_identical_outputs(tmp_path):
         "import sys, numpy as np, torch\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
         "from voxloc.model import load_checkpoint\n"
-        "m = load_checkpoint(sys.argv[1] + '/model.pt', 'cpu')\n"
+        "m = load_checkpoint(sys.argv[1] + '/model.pt', 'cpu', 'float32')\n"
         "np.save(sys.argv[1] + '/out.npy', m.predict(np.load(sys.argv[1] + '/frames.npy'), batch_frames=2))\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=120)
@@ -155,3 +160,83 @@ def test_not_a_model_file_is_an_error(tmp_path):
     torch.save({"weights": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not a voxloc model file"):
         read_checkpoint(tmp_path / "other.pt")
+
+
+def _frames(seed: int = 5, shape: tuple[int, ...] = (3, 4, 37, 53)) -> np.ndarray:
+    """Paper-like frames in photons with a few bright spots."""
+    rng = np.random.default_rng(seed)
+    frames = (rng.poisson(10.0, size=shape) + rng.normal(0, 3, size=shape)).astype(np.float32)
+    frames[:, :, 10:13, 20:23] += 150.0
+    frames[:, 1:3, 25:27, 5:8] += 80.0
+    return frames
+
+
+def test_row_median_equals_numpy_median():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 64, 65):
+        a = rng.normal(10, 3, size=(5, n)).astype(np.float32)
+        a[0] = 4.0  # ties
+        got = row_median(a)
+        np.testing.assert_array_equal(got, np.median(a, axis=1).astype(np.float32))
+        assert got.dtype == np.float32
+
+
+def test_folded_batchnorm_is_the_same_function():
+    net = _trained_tiny_net()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.from_numpy(normalise(_frames(), META["normalisation"]))
+    with torch.no_grad():
+        np.testing.assert_allclose(folded.logits(x).numpy(), net.logits(x).numpy(), rtol=0, atol=1e-5)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is kept
+
+
+def test_precision_resolution(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cuda) == "float16"
+    monkeypatch.setattr("voxloc.model.native_bfloat16", lambda: True)
+    assert resolve_precision("auto", cpu) == "bfloat16"
+    monkeypatch.setattr("voxloc.model.native_bfloat16", lambda: False)
+    assert resolve_precision("auto", cpu) == "float32"
+    assert resolve_precision("int8", cpu) == "int8"
+    with pytest.raises(ValueError, match="float16 needs a CUDA"):
+        resolve_precision("float16", cpu)
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_precision("int8", cuda)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        resolve_precision("fp8", cpu)
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", "int8"])
+def test_reduced_precision_stays_close_to_float32(tmp_path, precision):
+    """bfloat16 and int8 logits follow float32's to a small fraction of their spread, and the
+    detections at τ = 0.5 agree except for voxels whose ĉ lies near τ."""
+    save_checkpoint(tmp_path / "model.pt", _trained_tiny_net(), META)
+    ref = load_checkpoint(tmp_path / "model.pt", "cpu", "float32")
+    low = load_checkpoint(tmp_path / "model.pt", "cpu", precision)
+    assert low.precision == precision
+    x = ref.prepare(_frames())
+    a, b = ref.logits(x).numpy(), low.logits(x).numpy()
+    spread = a.std()
+    err = np.abs(b - a)
+    assert err.mean() < {"bfloat16": 0.005, "int8": 0.015}[precision] * spread
+    assert err.max() < {"bfloat16": 0.04, "int8": 0.1}[precision] * spread
+    c_ref = a[:, 0::4] > 0
+    flipped = c_ref != (b[:, 0::4] > 0)
+    assert flipped.mean() < 0.01
+    assert (np.abs(a[:, 0::4])[flipped] < err.max()).all()  # only logits near the threshold flip
+
+
+def test_detect_gives_the_voxels_of_decode(tmp_path):
+    save_checkpoint(tmp_path / "model.pt", _trained_tiny_net(), META)
+    m = load_checkpoint(tmp_path / "model.pt", "cpu", "float32")
+    frames = _frames()
+    grid = m.grid(37, 53)
+    c = m.predict(frames)[:, :, 0]
+    for tau in np.quantile(c, [0.5, 0.9, 0.999]):  # about half, a tenth, a few of the voxels
+        d = m.detect(m.prepare(frames), tau)
+        got = voxel_table(d.t, d.k, d.i, d.j, d.zeta, d.prob, grid, frame_offset=7)
+        want = decode(m.predict(frames, batch_frames=2), grid, tau, frame_offset=7)
+        assert len(want) > 0
+        pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-3)
+    assert len(m.detect(m.prepare(frames), 1.0).t) == 0

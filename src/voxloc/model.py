@@ -13,6 +13,13 @@ background and removed, and a fixed photon scale is divided out. Inputs are phot
 on a camera with another background level or offset; the zero padding of the convolutions
 then also looks like background. The parameters travel in ``model.pt``.
 
+Inference (:class:`TrainedModel`) runs a copy of the network with every BatchNorm folded into
+its convolution, channels-last, at a chosen precision (:data:`PRECISIONS`): ``auto`` is
+float16 autocast on CUDA, bfloat16 on CPUs with native bfloat16 instructions (AVX512-BF16,
+AMX) and float32 on other CPUs; ``int8`` quantizes the network (:mod:`voxloc.quantize`).
+Detection thresholds the logits (ĉ > τ ⇔ logit ĉ > log(τ / (1 - τ))), so only the detected
+voxels go through the sigmoid and back to the host.
+
 ``model.pt`` (and the resumable ``checkpoint.pt``) is a plain dict saved by ``torch.save``
 that loads with ``weights_only=True``: tensors plus JSON-like metadata (see
 :func:`save_checkpoint`).
@@ -20,9 +27,13 @@ that loads with ``weights_only=True``: tensors plus JSON-like metadata (see
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
+import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +43,19 @@ from torch import nn
 
 from voxloc import __version__
 from voxloc.io import atomic_output, to_builtin
-from voxloc.types import FloatArray
+from voxloc.robust import row_median
+from voxloc.types import FloatArray, IntArray
 from voxloc.voxels import VoxelGrid
 
 __all__ = [
     "DEFAULT_ARCH",
     "DEFAULT_NORMALISATION",
+    "PRECISIONS",
     "VoxelNet",
+    "fold_batchnorm",
+    "native_bfloat16",
+    "resolve_precision",
+    "Detections",
     "build_model",
     "normalise",
     "select_device",
@@ -57,6 +74,9 @@ DEFAULT_ARCH: dict[str, Any] = {
     "n_large_kernels": 2,  # the first blocks use 5 x 5 kernels, the rest 3 x 3
 }
 
+#: inference precisions (``localize.precision``), see the module doc
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
+
 #: (y - median over each plane of each frame) / scale_photons
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "median_background", "scale_photons": 100.0}
 
@@ -73,12 +93,16 @@ def normalise(frames_photons: FloatArray, params: Mapping[str, Any]) -> FloatArr
     method = params.get("method", "median_background")
     scale = np.float32(params["scale_photons"])
     if method == "median_background":
-        flat = y.reshape(*y.shape[:-2], -1)
-        bg = np.median(flat, axis=-1).astype(np.float32)[..., None, None]
-        return (y - bg) / scale
+        return (y - _plane_median(y)) / scale
     if method == "none":
         return y / scale
     raise ValueError(f"unknown normalisation method {method!r}")
+
+
+def _plane_median(y: FloatArray) -> FloatArray:
+    """Median over the last two axes, float32, shaped (..., 1, 1)."""
+    med = row_median(y.reshape(-1, y.shape[-2] * y.shape[-1])).astype(np.float32)
+    return med.reshape(*y.shape[:-2], 1, 1)
 
 
 def _block(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
@@ -133,13 +157,88 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device(preference)
 
 
+def fold_batchnorm(net: VoxelNet) -> VoxelNet:
+    """Copy of an eval-mode network with each BatchNorm folded into the convolution before it
+    (w' = w γ / σ, b' = β - μ γ / σ from the running statistics): the same function up to float
+    rounding, one pass less over the activations per block."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(net).eval()
+    for block in net.features:
+        block[0] = fuse_conv_bn_eval(block[0], block[1])
+        block[1] = nn.Identity()
+    return net
+
+
+@functools.cache
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX; Linux ``/proc/cpuinfo``).
+    Elsewhere oneDNN emulates bfloat16, which is slower than float32."""
+    try:
+        if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return False
+        flags = Path("/proc/cpuinfo").read_text()
+    except (OSError, AttributeError, RuntimeError):  # no cpuinfo, or a torch without the query
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision :data:`PRECISIONS` ``auto`` stands for on ``device``; checks the others."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "float16"
+        return "bfloat16" if device.type == "cpu" and native_bfloat16() else "float32"
+    if precision == "float16" and device.type != "cuda":
+        raise ValueError("precision float16 needs a CUDA device (on the CPU: bfloat16, int8 or float32)")
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError("precision int8 runs on the CPU only")
+    return precision
+
+
+@dataclass
+class Detections:
+    """Voxels with ĉ > τ of a batch: indices (frame in batch, plane, row, col), ĉ and ζ̂ (N, 3)."""
+
+    t: IntArray
+    k: IntArray
+    i: IntArray
+    j: IntArray
+    prob: FloatArray
+    zeta: FloatArray
+
+
 @dataclass
 class TrainedModel:
-    """A network ready for inference plus everything needed to use it (``meta``)."""
+    """A network ready for inference plus everything needed to use it (``meta``).
+
+    ``net`` is the network as trained (float32, eval mode); ``runner`` the copy that inference
+    runs (BatchNorm folded, channels-last, at ``precision``; built from ``net`` when omitted).
+    """
 
     net: VoxelNet
     meta: dict[str, Any]
     device: torch.device
+    precision: str = "float32"
+    runner: nn.Module | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.device = torch.device(self.device)
+        self.precision = resolve_precision(self.precision, self.device)
+        if self.runner is None:
+            self.runner = self._build_runner()
+
+    def _build_runner(self) -> nn.Module:
+        if self.precision == "int8":
+            from voxloc.quantize import calibration_frames, quantize_int8
+
+            calib = torch.from_numpy(normalise(calibration_frames(self.meta), self.normalisation))
+            return quantize_int8(self.net, calib)  # folds BN itself (conv + BN + ReLU)
+        runner = fold_batchnorm(self.net).to(self.device)
+        # channels-last: faster convolutions on the GPU and on the CPU (oneDNN) alike
+        return runner.to(memory_format=torch.channels_last)
 
     @property
     def normalisation(self) -> dict[str, Any]:
@@ -150,20 +249,50 @@ class TrainedModel:
         g = self.meta["grid"]
         return VoxelGrid(int(height), int(width), float(g["px_size_nm"]), tuple(g["plane_z_nm"]))
 
+    def prepare(self, frames_photons: FloatArray) -> torch.Tensor:
+        """Frames in photons (T, P, H, W) -> normalised network input, channels-last, on the host."""
+        x = torch.from_numpy(normalise(frames_photons, self.normalisation))
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepared input -> logits (N, 4P, H, W) on ``device``, in the precision computed."""
+        x = x.to(self.device, non_blocking=True)
+        if self.precision in ("bfloat16", "float16"):
+            dtype = torch.bfloat16 if self.precision == "bfloat16" else torch.float16
+            with torch.autocast(self.device.type, dtype=dtype):
+                return self.runner.head(self.runner.features(x))
+        if self.precision == "int8":
+            return self.runner(x)
+        return self.runner.head(self.runner.features(x))
+
     @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Prepared input (N, P, H, W) -> pre-sigmoid output (N, 4P, H, W), float32, on ``device``."""
+        return self._forward(x).float()
+
+    @torch.no_grad()
+    def detect(self, x: torch.Tensor, tau: float) -> Detections:
+        """Voxels of a prepared batch with ĉ > τ, thresholded on the logits (module doc); only
+        these voxels are converted to float32 and sent to the host."""
+        out = self._forward(x)
+        n, c, h, w = out.shape
+        out = out.reshape(n, c // 4, 4, h, w)
+        cut = math.inf if tau >= 1 else -math.inf if tau <= 0 else math.log(tau / (1 - tau))
+        t, k, i, j = torch.nonzero(out[:, :, 0] > cut, as_tuple=True)
+        picked = torch.sigmoid(out[t, k, :, i, j].float()).cpu().numpy()  # (N, 4)
+        t, k, i, j = (a.cpu().numpy() for a in (t, k, i, j))
+        return Detections(t, k, i, j, picked[:, 0], picked[:, 1:4])
+
     def predict(self, frames_photons: FloatArray, *, batch_frames: int = 64) -> FloatArray:
         """Frames in photons (T, P, H, W) -> η̂ (T, P, 4, H, W) float32 (normalised here)."""
         frames_photons = np.asarray(frames_photons)
-        out = []
-        for s in range(0, frames_photons.shape[0], batch_frames):
-            x = torch.from_numpy(normalise(frames_photons[s : s + batch_frames], self.normalisation))
-            # channels-last: faster convolutions on the GPU and on the CPU (oneDNN) alike
-            x = x.to(self.device).contiguous(memory_format=torch.channels_last)
-            out.append(self.net(x).float().cpu().numpy())
-        if not out:
-            n, p, h, w = frames_photons.shape
-            return np.zeros((0, p, 4, h, w), dtype=np.float32)
-        return np.concatenate(out)
+        t, p, h, w = frames_photons.shape
+        out = np.empty((t, p, 4, h, w), dtype=np.float32)
+        for s in range(0, t, batch_frames):
+            logits = self.logits(self.prepare(frames_photons[s : s + batch_frames]))
+            eta = torch.sigmoid(logits).cpu().numpy()
+            out[s : s + batch_frames] = eta.reshape(-1, p, 4, h, w)
+        return out
 
 
 def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any], **state: Any) -> None:
@@ -191,16 +320,26 @@ def read_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     return ckpt
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str | None = None) -> TrainedModel:
-    """``model.pt`` -> :class:`TrainedModel` (network in eval mode on ``device``, default auto)."""
+def load_checkpoint(
+    path: str | Path, device: torch.device | str | None = None, precision: str = "auto"
+) -> TrainedModel:
+    """``model.pt`` -> :class:`TrainedModel` on ``device`` (default auto) at ``precision``
+    (:data:`PRECISIONS`; ``auto``: see the module doc)."""
     device = select_device() if device is None else torch.device(device)
     ckpt = read_checkpoint(path, "cpu")
     meta = ckpt["meta"]
     net = build_model(meta["arch"])
     net.load_state_dict(ckpt["state_dict"])
-    net.to(device).eval()
-    net.to(memory_format=torch.channels_last)
+    net.eval()
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal activations slow CPU convolutions ~2x
-    log.info("loaded %s (voxloc %s, arch %s) on %s", path, meta.get("voxloc_version"), meta["arch"], device)
-    return TrainedModel(net=net, meta=meta, device=device)
+    model = TrainedModel(net=net, meta=meta, device=device, precision=precision)
+    log.info(
+        "loaded %s (voxloc %s, arch %s) on %s, %s",
+        path,
+        meta.get("voxloc_version"),
+        meta["arch"],
+        device,
+        model.precision,
+    )
+    return model

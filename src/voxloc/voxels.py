@@ -28,7 +28,7 @@ import pandas as pd
 
 from voxloc.types import BoolArray, FloatArray, IntArray
 
-__all__ = ["CHANNELS", "VoxelGrid", "Encoded", "voxel_index", "encode", "decode"]
+__all__ = ["CHANNELS", "VoxelGrid", "Encoded", "voxel_index", "encode", "decode", "voxel_table"]
 
 #: per-plane channels of a target / network output
 CHANNELS = ("c", "zeta_x", "zeta_y", "zeta_z")
@@ -149,7 +149,23 @@ def decode(output: FloatArray, grid: VoxelGrid, tau: float = 0.5, *, frame_offse
     if output.ndim == 4:  # (T, 4P, H, W) straight from the network
         output = output.reshape(output.shape[0], -1, 4, *output.shape[-2:])
     t, k, i, j = np.nonzero(output[:, :, 0] > tau)
-    zeta = output[t, k, 1:4, i, j].astype(np.float64)  # (N, 3)
+    return voxel_table(t, k, i, j, output[t, k, 1:4, i, j], output[t, k, 0, i, j], grid, frame_offset)
+
+
+def voxel_table(
+    t: IntArray,
+    k: IntArray,
+    i: IntArray,
+    j: IntArray,
+    zeta: FloatArray,
+    prob: FloatArray,
+    grid: VoxelGrid,
+    frame_offset: int = 0,
+) -> pd.DataFrame:
+    """Detected voxels (frame t, plane k, row i, col j; offsets ζ (N, 3); ĉ) -> the table of
+    :func:`decode`, positions x = (j + ζx) s, y = (i + ζy) s, z = e_k + ζz (e_{k+1} - e_k)."""
+    t, k, i, j = (np.asarray(a, dtype=np.int64) for a in (t, k, i, j))
+    zeta = np.asarray(zeta, dtype=np.float64).reshape(-1, 3)
     edges = grid.z_edges_nm
     s = grid.px_size_nm
     return pd.DataFrame(
@@ -158,7 +174,7 @@ def decode(output: FloatArray, grid: VoxelGrid, tau: float = 0.5, *, frame_offse
             "x_nm": ((j + zeta[:, 0]) * s).astype(np.float32),
             "y_nm": ((i + zeta[:, 1]) * s).astype(np.float32),
             "z_nm": (edges[k] + zeta[:, 2] * (edges[k + 1] - edges[k])).astype(np.float32),
-            "prob": output[t, k, 0, i, j].astype(np.float32),
+            "prob": np.asarray(prob, dtype=np.float32),
             "plane": k.astype(np.int16),
             "row": i.astype(np.int32),
             "col": j.astype(np.int32),
