@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -12,6 +14,7 @@ import torch
 import yaml
 
 from voxloc import localize
+from voxloc.errors import InputError
 from voxloc.model import build_model, save_checkpoint
 
 T, H, W = 10, 16, 20
@@ -121,3 +124,57 @@ def test_model_for_another_psf_warns():
         meta, {"r0_nm": 150.0, "D_nm": 302.0}, [0, 400, 900, 1200], source="m.pt"
     )
     assert len(warnings) == 2 and all(w.startswith("m.pt: ") for w in warnings)
+
+
+def test_prefetch_gives_the_same_localizations(files):
+    n0 = run(files, files / "p0.parquet", 0, T, prefetch=0)
+    n2 = run(files, files / "p2.parquet", 0, T, prefetch=2)
+    assert n0 == n2 > 0
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(files / "p0.parquet"), pd.read_parquet(files / "p2.parquet")
+    )
+
+
+def test_precision_is_recorded(files):
+    run(files, files / "f32.parquet", 0, 4, precision="float32")
+    assert localize.read_locs_metadata(files / "f32.parquet")["precision"] == "float32"
+
+
+def test_prefetched_order_errors_and_early_exit():
+    assert list(localize.prefetched(iter(range(50)), 2)) == list(range(50))
+    assert list(localize.prefetched(iter(range(5)), 0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise InputError("movie.tif: frame 1 holds NaN or infinite values")
+
+    with pytest.raises(InputError, match="frame 1 holds NaN"):
+        list(localize.prefetched(failing(), 2))
+
+    before = {t for t in threading.enumerate() if t.name == "voxloc-prefetch"}
+    it = localize.prefetched(iter(range(1000)), 2)
+    assert next(it) == 0
+    it.close()  # leaving the loop early stops the producer thread
+    assert not [t for t in threading.enumerate() if t.name == "voxloc-prefetch" and t not in before]
+
+
+def test_bad_frame_read_ahead_leaves_no_chunk(files):
+    movie = np.random.default_rng(1).normal(200, 10, (6, 4, H, W)).astype(np.float32)
+    movie[4, 2, 3, 3] = np.nan
+    tifffile.imwrite(files / "nan.tif", movie, photometric="minisblack", metadata={"axes": "TCYX"})
+    with pytest.raises(InputError, match="frame 4 holds NaN"):
+        localize.run_chunk(
+            [files / "nan.tif"],
+            files / "model.pt",
+            [np.eye(3)] * 4,
+            files / "nan.parquet",
+            name="m",
+            start=0,
+            stop=6,
+            offset_adu=100,
+            adu_per_photon=2,
+            batch_frames=2,
+            device="cpu",
+            prefetch=2,
+        )
+    assert not list(files.glob("nan*.parquet")) and not list(files.glob(".*tmp*"))

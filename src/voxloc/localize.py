@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import queue
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -33,10 +35,14 @@ from voxloc.errors import InputError
 from voxloc.io import atomic_output, iter_parquet_batches, write_yaml
 from voxloc.movies import Movie
 from voxloc.registration import Resampler
-from voxloc.voxels import decode
+from voxloc.voxels import voxel_table
 
 if TYPE_CHECKING:
+    import torch
+
     from voxloc.model import TrainedModel
+
+T = TypeVar("T")
 
 __all__ = [
     "LOC_SCHEMA",
@@ -44,6 +50,7 @@ __all__ = [
     "file_sha256",
     "localize_frames",
     "iter_localizations",
+    "prefetched",
     "read_locs_metadata",
     "merge_locs",
     "merge_chunk_files",
@@ -83,6 +90,62 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="frame", mininterval=30, file=sys.stderr, smoothing=0.1)
 
 
+def _prepared_batches(
+    movie: Movie, model: TrainedModel, resampler: Resampler, start: int, stop: int, batch_frames: int
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first frame, network input) per batch: read, registered onto camera 1, normalised."""
+    for first, cams in movie.batches(start, stop, batch_frames):
+        yield first, model.prepare(resampler(cams))
+
+
+def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead (0: in this thread).
+
+    Reading and registering the next batches (numpy, which releases the GIL) then overlaps the
+    network. The queue is bounded, so memory stays flat; an exception in the thread is raised
+    here, and leaving the loop early stops the thread.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            q.put((done, exc))
+
+    thread = threading.Thread(target=work, name="voxloc-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+
+
 def iter_localizations(
     movie: Movie,
     model: TrainedModel,
@@ -92,28 +155,35 @@ def iter_localizations(
     stop: int | None = None,
     tau: float = 0.5,
     batch_frames: int = 64,
+    prefetch: int = 2,
 ) -> Iterator[pd.DataFrame]:
     """Localize frames [start, stop) of an open movie batch by batch: one table per batch,
-    one row per molecule (module doc). Nothing accumulates, so memory stays flat."""
+    one row per molecule (module doc). Nothing accumulates, so memory stays flat.
+
+    ``prefetch`` batches are read, registered and normalised ahead in a background thread
+    (:func:`prefetched`) while the network runs; 0 does everything in this thread.
+    """
     stop = movie.n_frames if stop is None else min(stop, movie.n_frames)
     grid = model.grid(resampler.height, resampler.width)
     n, t0 = 0, time.perf_counter()
+    batches = prefetched(_prepared_batches(movie, model, resampler, start, stop, batch_frames), prefetch)
     with _progress(stop - start, movie.name) as bar:
-        for first, cams in movie.batches(start, stop, batch_frames):
-            frames = resampler(cams)
-            locs = decode(model.predict(frames, batch_frames=batch_frames), grid, tau, frame_offset=first)
+        for first, x in batches:
+            d = model.detect(x, tau)
+            locs = voxel_table(d.t, d.k, d.i, d.j, d.zeta, d.prob, grid, frame_offset=first)
             covered = resampler.coverage[locs["plane"], locs["row"], locs["col"]]
             n += int(covered.sum())
-            bar.update(frames.shape[0])
+            bar.update(x.shape[0])
             yield locs[covered].reset_index(drop=True)
     dt = time.perf_counter() - t0
     log.info(
-        "%s: frames %d-%d: %d localizations, %.1f frames/s",
+        "%s: frames %d-%d: %d localizations, %.1f frames/s (%s)",
         movie.name,
         start,
         stop - 1,
         n,
         (stop - start) / max(dt, 1e-9),
+        model.precision,
     )
 
 
@@ -277,9 +347,14 @@ def run_chunk(
     tau: float = 0.5,
     batch_frames: int = 64,
     device: str = "auto",
+    precision: str = "auto",
+    prefetch: int = 2,
     psf_calibration: str | Path | None = None,
 ) -> int:
     """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
+
+    ``precision`` is the network's (:data:`voxloc.model.PRECISIONS`), ``prefetch`` the number
+    of batches read ahead in a background thread (:func:`iter_localizations`).
 
     With ``psf_calibration`` (psf.yaml of the bead calibration) a model trained for another
     PSF or other plane positions is reported as a warning in the log.
@@ -287,7 +362,7 @@ def run_chunk(
     from voxloc.model import load_checkpoint, select_device
     from voxloc.movies import open_movie
 
-    model = load_checkpoint(model_path, select_device(device))
+    model = load_checkpoint(model_path, select_device(device), precision)
     if psf_calibration is not None:
         from voxloc.calibrate import load_psf
 
@@ -303,7 +378,14 @@ def run_chunk(
         # stream each batch's table into the Parquet file: memory does not grow with the chunk
         with atomic_output(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             batches = iter_localizations(
-                movie, model, resampler, start=start, stop=stop, tau=tau, batch_frames=batch_frames
+                movie,
+                model,
+                resampler,
+                start=start,
+                stop=stop,
+                tau=tau,
+                batch_frames=batch_frames,
+                prefetch=prefetch,
             )
             for table in batches:
                 writer.write_table(_arrow(table).replace_schema_metadata(schema.metadata))
@@ -339,6 +421,7 @@ def locs_metadata(model: TrainedModel, model_path: str | Path, movie: Movie, *, 
         "plane_z_nm": list(grid.plane_z_nm),
         "z_range_nm": [float(edges[0]), float(edges[-1])],
         "tau": tau,
+        "precision": model.precision,
         "model": str(model_path),
         "model_sha256": file_sha256(model_path),
         "sources": movie.sources,
