@@ -8,6 +8,9 @@ reading and writing, and the child's peak resident memory.
 
   python benchmarks/bench_localize.py                         # 1,000 frames of 256 x 256 x 4
   python benchmarks/bench_localize.py --frames 30000 --keep   # the ~15 GB movie of the issue
+  python benchmarks/bench_localize.py --precision int8 --prefetch 0   # other levers (see --help)
+
+The speed and accuracy of each lever side by side: benchmarks/bench_levers.py.
 
 The model is results/models/quick/model.pt when it exists (--model), else a network of the
 quick profile's architecture with random weights (same speed).
@@ -102,6 +105,8 @@ def child(args: argparse.Namespace) -> None:
         tau=0.5,
         batch_frames=args.batch,
         device=args.device,
+        precision=args.precision,
+        prefetch=args.prefetch,
     )
     dt = time.perf_counter() - t0
     # VmHWM: this process's own peak resident memory (ru_maxrss would include the parent's,
@@ -118,6 +123,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--precision", default="auto", help="auto, float32, bfloat16, float16 (CUDA), int8 (CPU)")
+    ap.add_argument("--prefetch", type=int, default=2, help="batches read ahead in a thread (0: off)")
     ap.add_argument("--model", default="results/models/quick/model.pt")
     ap.add_argument("--workdir", default=None, help="where the movie goes (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the movie for another run")
@@ -135,7 +142,7 @@ def main() -> None:
         write_movie(movie, args.frames, args.size)
         print(f"wrote {movie} ({movie.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - t0:.0f} s")
     cmd = [sys.executable, __file__, "--child", "--movie", str(movie), "--workdir", str(workdir)]
-    for key in ("frames", "batch", "threads", "device", "model"):
+    for key in ("frames", "batch", "threads", "device", "model", "precision", "prefetch"):
         cmd += [f"--{key}", str(getattr(args, key))]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
@@ -144,8 +151,9 @@ def main() -> None:
     fps = args.frames / figures["seconds"]
     print(
         f"localize {args.frames} frames of {args.size}x{args.size}x4 from {movie.name}: "
-        f"{fps:.1f} frames/s incl. reading + Parquet writing ({args.device}, {args.threads} threads, "
-        f"batch {args.batch}); {figures['localizations']} localizations; peak RSS {peak_mb:.0f} MB; "
+        f"{fps:.1f} frames/s incl. reading + Parquet writing ({args.device}, {args.precision}, "
+        f"{args.threads} threads, batch {args.batch}, prefetch {args.prefetch}); "
+        f"{figures['localizations']} localizations; peak RSS {peak_mb:.0f} MB; "
         f"model {figures['model']}"
     )
     if not args.keep:

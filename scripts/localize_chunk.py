@@ -24,6 +24,9 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         tau=opts["tau"],
         batch_frames=opts["batch_frames"],
         device=opts["device"],
+        precision=opts["precision"],
+        prefetch=opts["prefetch"],
+        threads=snakemake.threads,
         psf_calibration=snakemake.input.psf,
         **snakemake.params.camera,
     )

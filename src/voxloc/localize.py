@@ -349,19 +349,25 @@ def run_chunk(
     device: str = "auto",
     precision: str = "auto",
     prefetch: int = 2,
+    threads: int | None = None,
     psf_calibration: str | Path | None = None,
 ) -> int:
     """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
 
     ``precision`` is the network's (:data:`voxloc.model.PRECISIONS`), ``prefetch`` the number
-    of batches read ahead in a background thread (:func:`iter_localizations`).
+    of batches read ahead in a background thread (:func:`iter_localizations`), ``threads`` the
+    CPU threads of the network (default: torch's, one per core of the machine).
 
     With ``psf_calibration`` (psf.yaml of the bead calibration) a model trained for another
     PSF or other plane positions is reported as a warning in the log.
     """
+    import torch
+
     from voxloc.model import load_checkpoint, select_device
     from voxloc.movies import open_movie
 
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))
     model = load_checkpoint(model_path, select_device(device), precision)
     if psf_calibration is not None:
         from voxloc.calibrate import load_psf
