@@ -126,8 +126,13 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["quick=results/models/quick/model.pt"], help="name=path")
     ap.add_argument("--precision", nargs="+", default=["float32", "bfloat16", "int8"])
     ap.add_argument("--prefetch", nargs="+", type=int, default=[2])
-    ap.add_argument("--batch", nargs="+", type=int, default=[32])
+    ap.add_argument("--batch", nargs="+", type=int, default=[8])
     ap.add_argument("--threads", nargs="+", type=int, default=[2])
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        help="explicit runs model:precision:prefetch:batch:threads (instead of the product above)",
+    )
     ap.add_argument("--frames", type=int, default=200)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--density", type=float, default=50 / 64**2, help="molecules / px / frame")
@@ -158,10 +163,16 @@ def main() -> None:
         truth.to_parquet(truth_path)
     print(f"movie {movie.name}: {len(truth)} molecules; load {os.getloadavg()[0]:.2f}", flush=True)
     keys = ("model", "precision", "prefetch", "batch", "threads")
-    variants = [
-        dict(zip(keys, combo, strict=True))
-        for combo in itertools.product(models, args.precision, args.prefetch, args.batch, args.threads)
-    ]
+    if args.variants:  # explicit list: model:precision:prefetch:batch:threads
+        variants = []
+        for spec in args.variants:
+            name, prec, pre, batch, threads = spec.split(":")
+            variants.append(dict(zip(keys, (name, prec, int(pre), int(batch), int(threads)), strict=True)))
+    else:
+        variants = [
+            dict(zip(keys, combo, strict=True))
+            for combo in itertools.product(models, args.precision, args.prefetch, args.batch, args.threads)
+        ]
     fps = {n: [] for n in range(len(variants))}
     cpu = {n: [] for n in range(len(variants))}
     startup, tables = {}, {}
