@@ -184,7 +184,8 @@ def native_bfloat16() -> bool:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision :data:`PRECISIONS` ``auto`` stands for on ``device``; checks the others."""
+    """The precision :data:`PRECISIONS` ``auto`` stands for on ``device``; checks the others.
+    ``int8`` means quantized on the CPU and float16 on a GPU, so one config serves both."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
@@ -194,7 +195,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "float16" and device.type != "cuda":
         raise ValueError("precision float16 needs a CUDA device (on the CPU: bfloat16, int8 or float32)")
     if precision == "int8" and device.type != "cpu":
-        raise ValueError("precision int8 runs on the CPU only")
+        log.info("int8 is for the CPU; on %s the network runs in float16 (mixed precision)", device)
+        return "float16"
     return precision
 
 
