@@ -55,8 +55,7 @@ def run(files, out, start, stop, **kw):
         offset_adu=100,
         adu_per_photon=2,
         tau=0.5,
-        device="cpu",
-        **{"batch_frames": 3, **kw},
+        **{"batch_frames": 3, "device": "cpu", **kw},
     )
 
 
@@ -178,3 +177,54 @@ def test_bad_frame_read_ahead_leaves_no_chunk(files):
             prefetch=2,
         )
     assert not list(files.glob("nan*.parquet")) and not list(files.glob(".*tmp*"))
+
+
+def test_device_input_path_gives_the_same_localizations(files):
+    """Registration and normalisation in torch (the GPU path, run here on the CPU) find the
+    same molecules as the numpy path, with a registration that resamples every camera."""
+    from voxloc.model import load_checkpoint
+    from voxloc.movies import open_movie
+    from voxloc.registration import Resampler, affine_matrix
+
+    model = load_checkpoint(files / "model.pt", "cpu", "float32")
+    m = affine_matrix(height=H, width=W, rotation_deg=2, shift_px=(0.4, -0.3))
+    tables = {}
+    with open_movie(files / "movie.tif", offset_adu=100, adu_per_photon=2) as mov:
+        resampler = Resampler([np.eye(3), m, m, m], mov.camera_shapes)
+        for on_device in (False, True):
+            tables[on_device] = localize.localize_frames(
+                mov, model, resampler, tau=0.5, batch_frames=4, device_input=on_device
+            )
+    host, dev = tables[False], tables[True]
+    assert len(host) > 20
+    keys = ["frame", "plane", "row", "col"]
+    both = host.merge(dev, on=keys, suffixes=("", "_dev"))
+    # float32 rounding may flip a voxel whose ĉ is within ~1e-6 of τ, no more
+    assert len(both) >= 0.99 * max(len(host), len(dev))
+    for c in ("x_nm", "y_nm", "z_nm", "prob"):
+        np.testing.assert_allclose(both[c], both[f"{c}_dev"], rtol=1e-4, atol=0.05)
+
+
+def test_batch_frames_auto_depends_on_the_device():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert localize.resolve_batch_frames("auto", cpu) == 8
+    assert localize.resolve_batch_frames("auto", cuda) == 64
+    assert localize.resolve_batch_frames(5, cuda) == 5
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        localize.resolve_batch_frames(0, cpu)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["float32", "float16"])
+def test_gpu_finds_what_the_cpu_finds(files, precision):
+    """On a GPU (device input, float16 autocast or TF32 float32) the localizations of the CPU
+    float32 path: the same voxels up to a few near τ, positions within rounding."""
+    run(files, files / "cpu.parquet", 0, T, precision="float32")
+    run(files, files / f"gpu-{precision}.parquet", 0, T, device="cuda", precision=precision)
+    cpu = pd.read_parquet(files / "cpu.parquet")
+    gpu = pd.read_parquet(files / f"gpu-{precision}.parquet")
+    assert localize.read_locs_metadata(files / f"gpu-{precision}.parquet")["precision"] == precision
+    both = cpu.merge(gpu, on=["frame", "plane", "row", "col"], suffixes=("", "_gpu"))
+    assert len(cpu) > 20 and len(both) >= 0.97 * max(len(cpu), len(gpu))
+    for c in ("x_nm", "y_nm", "z_nm"):
+        np.testing.assert_allclose(both[c], both[f"{c}_gpu"], atol=2.0)

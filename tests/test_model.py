@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 from voxloc import __version__  # noqa: E402
 from voxloc.model import (  # noqa: E402
     DEFAULT_ARCH,
+    DEFAULT_NORMALISATION,
     build_model,
     fold_batchnorm,
     load_checkpoint,
@@ -239,3 +240,15 @@ def test_detect_gives_the_voxels_of_decode(tmp_path):
         assert len(want) > 0
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=0, atol=1e-3)
     assert len(m.detect(m.prepare(frames), 1.0).t) == 0
+
+
+def test_normalise_of_a_tensor_equals_the_numpy_path():
+    """The GPU path normalises on the device: the same values (odd and even pixel counts)."""
+    rng = np.random.default_rng(2)
+    for shape in ((3, 4, 9, 11), (2, 4, 8, 10)):
+        y = rng.gamma(3.0, 40.0, shape).astype(np.float32)
+        want = normalise(y, DEFAULT_NORMALISATION)
+        got = normalise(torch.from_numpy(y), DEFAULT_NORMALISATION)
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float32
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(row_median(torch.from_numpy(y[0, 0])).numpy(), np.median(y[0, 0], axis=1))

@@ -139,3 +139,22 @@ def test_resampler_smaller_camera_leaves_uncovered_border():
     out = r(frames)
     assert out.shape == (2, 4, 30, 30)
     np.testing.assert_allclose(out[:, 2], 5.0)
+
+
+def test_torch_resampler_and_photons_match_the_numpy_path(tmp_path, movie):
+    """The GPU path of localization (run here on the CPU): the same registered photons."""
+    torch = pytest.importorskip("torch")
+    m = affine_matrix(height=H, width=W, flip="x", rotation_deg=4, scale=1.02, shift_px=(1.5, -0.7))
+    # camera 3 smaller: part of its plane is uncovered and filled with its frame's median
+    shapes = [(H, W), (H, W), (H - 6, W), (H, W)]
+    r = Resampler([np.eye(3), m, np.eye(3), m], shapes)
+    rng = np.random.default_rng(5)
+    raw = [rng.integers(0, 60000, (3, h, w)).astype(np.uint16) for h, w in shapes]
+    paths = [_write(tmp_path / f"c{k}.tif", np.repeat(a, 2, axis=0)) for k, a in enumerate(raw)]
+    with open_movie(paths, offset_adu=100, adu_per_photon=2.5) as mov:
+        want = r(mov.read_photons(0, 3))
+        photons = [mov.photons(torch.from_numpy(a)) for a in mov.read_raw(0, 3)]
+    got = r.to_torch("cpu")(photons)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-2)
+    assert not r.coverage.all()

@@ -51,6 +51,7 @@ __all__ = [
     "localize_frames",
     "iter_localizations",
     "prefetched",
+    "resolve_batch_frames",
     "read_locs_metadata",
     "merge_locs",
     "merge_chunk_files",
@@ -96,6 +97,42 @@ def _prepared_batches(
     """(first frame, network input) per batch: read, registered onto camera 1, normalised."""
     for first, cams in movie.batches(start, stop, batch_frames):
         yield first, model.prepare(resampler(cams))
+
+
+def _raw_batches(
+    movie: Movie, start: int, stop: int, batch_frames: int, pin: bool
+) -> Iterator[tuple[int, list]]:
+    """(first frame, per-camera raw frames as CPU tensors) per batch, in page-locked memory
+    when ``pin`` (copies to the GPU then run asynchronously)."""
+    import torch
+
+    for s in range(start, stop, batch_frames):
+        tensors = []
+        for raw in movie.read_raw(s, min(s + batch_frames, stop)):
+            if (raw.dtype.kind in "ui" and raw.dtype.itemsize > 2) or raw.dtype.kind not in "uif":
+                raw = raw.astype(np.float32)  # types torch has few kernels for
+            t = torch.from_numpy(raw)
+            tensors.append(t.pin_memory() if pin else t.contiguous())
+        yield s, tensors
+
+
+def _device_batches(
+    movie: Movie,
+    model: TrainedModel,
+    resampler: Resampler,
+    start: int,
+    stop: int,
+    batch_frames: int,
+    prefetch: int,
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """The GPU path of :func:`_prepared_batches`: a background thread only reads raw frames
+    (``prefetch`` batches ahead); ADU -> photons, registration and normalisation run on the
+    model's device (:meth:`Resampler.to_torch`), where they cost little next to the network."""
+    on_device = resampler.to_torch(model.device)
+    pin = model.device.type == "cuda"
+    for first, raw in prefetched(_raw_batches(movie, start, stop, batch_frames, pin), prefetch):
+        cams = [movie.photons(r.to(model.device, non_blocking=True)) for r in raw]
+        yield first, model.prepare(on_device(cams))
 
 
 def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -146,6 +183,17 @@ def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
                 thread.join(0.05)
 
 
+def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
+    """``auto``: 8 frames on the CPU (the activations of 4-16 frames of 256 x 256 x 4 stay in
+    cache, benchmarks/bench_levers.py), 64 on a GPU (on an H200: 2,270 frames/s with 1.8 GB
+    peak RSS; 128 frames: 2,390 frames/s with 2.5 GB; benchmarks/gpu.sh)."""
+    if batch_frames == "auto":
+        return 8 if device.type == "cpu" else 64
+    if isinstance(batch_frames, str) or int(batch_frames) < 1:
+        raise ValueError(f"batch_frames must be a positive integer or 'auto', got {batch_frames!r}")
+    return int(batch_frames)
+
+
 def iter_localizations(
     movie: Movie,
     model: TrainedModel,
@@ -154,19 +202,28 @@ def iter_localizations(
     start: int = 0,
     stop: int | None = None,
     tau: float = 0.5,
-    batch_frames: int = 64,
+    batch_frames: int | str = "auto",
     prefetch: int = 2,
+    device_input: bool | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Localize frames [start, stop) of an open movie batch by batch: one table per batch,
     one row per molecule (module doc). Nothing accumulates, so memory stays flat.
 
-    ``prefetch`` batches are read, registered and normalised ahead in a background thread
-    (:func:`prefetched`) while the network runs; 0 does everything in this thread.
+    ``prefetch`` batches are read ahead in a background thread (:func:`prefetched`) while
+    the network runs; 0 does everything in this thread. On the CPU that thread also
+    registers and normalises them; with ``device_input`` (default: when the model runs on a
+    GPU) it only reads, and the rest runs on the model's device (:func:`_device_batches`).
     """
     stop = movie.n_frames if stop is None else min(stop, movie.n_frames)
+    batch_frames = resolve_batch_frames(batch_frames, model.device)
+    if device_input is None:
+        device_input = model.device.type != "cpu"
     grid = model.grid(resampler.height, resampler.width)
     n, t0 = 0, time.perf_counter()
-    batches = prefetched(_prepared_batches(movie, model, resampler, start, stop, batch_frames), prefetch)
+    if device_input:
+        batches = _device_batches(movie, model, resampler, start, stop, batch_frames, prefetch)
+    else:
+        batches = prefetched(_prepared_batches(movie, model, resampler, start, stop, batch_frames), prefetch)
     with _progress(stop - start, movie.name) as bar:
         for first, x in batches:
             d = model.detect(x, tau)
@@ -177,13 +234,15 @@ def iter_localizations(
             yield locs[covered].reset_index(drop=True)
     dt = time.perf_counter() - t0
     log.info(
-        "%s: frames %d-%d: %d localizations, %.1f frames/s (%s)",
+        "%s: frames %d-%d: %d localizations, %.1f frames/s (%s, %s, batch %d)",
         movie.name,
         start,
         stop - 1,
         n,
         (stop - start) / max(dt, 1e-9),
+        model.device,
         model.precision,
+        batch_frames,
     )
 
 
@@ -345,7 +404,7 @@ def run_chunk(
     offset_adu: float,
     adu_per_photon: float,
     tau: float = 0.5,
-    batch_frames: int = 64,
+    batch_frames: int | str = "auto",
     device: str = "auto",
     precision: str = "auto",
     prefetch: int = 2,
@@ -354,9 +413,11 @@ def run_chunk(
 ) -> int:
     """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
 
-    ``precision`` is the network's (:data:`voxloc.model.PRECISIONS`), ``prefetch`` the number
-    of batches read ahead in a background thread (:func:`iter_localizations`), ``threads`` the
-    CPU threads of the network (default: torch's, one per core of the machine).
+    ``precision`` is the network's (:data:`voxloc.model.PRECISIONS`), ``batch_frames`` its
+    batch (:func:`resolve_batch_frames`), ``prefetch`` the number of batches read ahead in a
+    background thread (:func:`iter_localizations`), ``threads`` the CPU threads of the network
+    (default: torch's, one per core of the machine). With ``prefetch`` the localization runs
+    in a second background thread too, so that writing Parquet overlaps the next batch.
 
     With ``psf_calibration`` (psf.yaml of the bead calibration) a model trained for another
     PSF or other plane positions is reported as a warning in the log.
@@ -393,7 +454,7 @@ def run_chunk(
                 batch_frames=batch_frames,
                 prefetch=prefetch,
             )
-            for table in batches:
+            for table in prefetched(batches, prefetch):
                 writer.write_table(_arrow(table).replace_schema_metadata(schema.metadata))
                 n += len(table)
     return n

@@ -81,17 +81,24 @@ PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 DEFAULT_NORMALISATION: dict[str, Any] = {"method": "median_background", "scale_photons": 100.0}
 
 
-def normalise(frames_photons: FloatArray, params: Mapping[str, Any]) -> FloatArray:
+def normalise(
+    frames_photons: FloatArray | torch.Tensor, params: Mapping[str, Any]
+) -> FloatArray | torch.Tensor:
     """Network input from frames in photons (..., P, H, W): float32, same shape.
 
     ``median_background``: x = (y - median_{H,W}(y)) / scale_photons, the median taken per
     frame and plane (a robust background: at SMLM densities most pixels hold background
     only). ``none``: the paper's raw values divided by scale_photons. Training and
-    localization both call this function with the parameters stored in ``model.pt``.
+    localization both call this function with the parameters stored in ``model.pt``; a
+    torch tensor (the GPU path of localization) is normalised on its own device.
     """
-    y = np.asarray(frames_photons, dtype=np.float32)
+    if isinstance(frames_photons, torch.Tensor):
+        y = frames_photons.float()
+        scale = float(params["scale_photons"])
+    else:
+        y = np.asarray(frames_photons, dtype=np.float32)
+        scale = np.float32(params["scale_photons"])
     method = params.get("method", "median_background")
-    scale = np.float32(params["scale_photons"])
     if method == "median_background":
         return (y - _plane_median(y)) / scale
     if method == "none":
@@ -99,9 +106,11 @@ def normalise(frames_photons: FloatArray, params: Mapping[str, Any]) -> FloatArr
     raise ValueError(f"unknown normalisation method {method!r}")
 
 
-def _plane_median(y: FloatArray) -> FloatArray:
+def _plane_median(y: FloatArray | torch.Tensor) -> FloatArray | torch.Tensor:
     """Median over the last two axes, float32, shaped (..., 1, 1)."""
-    med = row_median(y.reshape(-1, y.shape[-2] * y.shape[-1])).astype(np.float32)
+    med = row_median(y.reshape(-1, y.shape[-2] * y.shape[-1]))
+    if isinstance(med, np.ndarray):
+        med = med.astype(np.float32)
     return med.reshape(*y.shape[:-2], 1, 1)
 
 
@@ -251,9 +260,12 @@ class TrainedModel:
         g = self.meta["grid"]
         return VoxelGrid(int(height), int(width), float(g["px_size_nm"]), tuple(g["plane_z_nm"]))
 
-    def prepare(self, frames_photons: FloatArray) -> torch.Tensor:
-        """Frames in photons (T, P, H, W) -> normalised network input, channels-last, on the host."""
-        x = torch.from_numpy(normalise(frames_photons, self.normalisation))
+    def prepare(self, frames_photons: FloatArray | torch.Tensor) -> torch.Tensor:
+        """Frames in photons (T, P, H, W) -> normalised network input, channels-last, where the
+        frames are (a numpy array: on the host)."""
+        x = normalise(frames_photons, self.normalisation)
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
         return x.contiguous(memory_format=torch.channels_last)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -335,6 +347,8 @@ def load_checkpoint(
     net.eval()
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # denormal activations slow CPU convolutions ~2x
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed frame size: cuDNN picks the fastest kernels once
     model = TrainedModel(net=net, meta=meta, device=device, precision=precision)
     log.info(
         "loaded %s (voxloc %s, arch %s) on %s, %s",

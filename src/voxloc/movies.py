@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -215,23 +216,31 @@ class Movie:
         return [str(f.path) for f in self.files]
 
     def read_raw(self, start: int, stop: int) -> list[np.ndarray]:
-        """Frames [start, stop) per camera, in ADU: 4 arrays (B, H_k, W_k)."""
+        """Frames [start, stop) per camera, in ADU: 4 arrays (B, H_k, W_k), checked for NaN /
+        inf when the TIFF holds floating-point values."""
         if len(self.files) == 1:
             block = self.files[0].read(start, stop)
-            return [block[:, k] for k in range(N_PLANES)]
-        return [f.read(start, stop)[:, 0] for f in self.files]
-
-    def read_photons(self, start: int, stop: int) -> list[FloatArray]:
-        """Frames [start, stop) per camera in photons, float32, checked for NaN / inf."""
-        out = []
-        for k, raw in enumerate(self.read_raw(start, stop)):
-            data = (raw.astype(np.float32) - np.float32(self.offset_adu)) / np.float32(self.adu_per_photon)
+            raw = [block[:, k] for k in range(N_PLANES)]
+        else:
+            raw = [f.read(start, stop)[:, 0] for f in self.files]
+        for k, data in enumerate(raw):
             if data.dtype.kind == "f" and not np.isfinite(data).all():
                 bad = int(np.argwhere(~np.isfinite(data))[0][0]) + start
                 path = self.files[0 if len(self.files) == 1 else k].path
                 raise InputError(f"{path}: frame {bad} holds NaN or infinite values")
-            out.append(data)
-        return out
+        return raw
+
+    def photons(self, raw: Any) -> Any:
+        """ADU -> photons, float32: (raw - offset_adu) / adu_per_photon, for a numpy array or
+        a torch tensor (converted on its own device: the GPU path of localization)."""
+        if isinstance(raw, np.ndarray):
+            data = raw.astype(np.float32)
+            return (data - np.float32(self.offset_adu)) / np.float32(self.adu_per_photon)
+        return (raw.float() - float(self.offset_adu)) / float(self.adu_per_photon)
+
+    def read_photons(self, start: int, stop: int) -> list[FloatArray]:
+        """Frames [start, stop) per camera in photons, float32, checked for NaN / inf."""
+        return [self.photons(raw) for raw in self.read_raw(start, stop)]
 
     def batches(self, start: int = 0, stop: int | None = None, batch: int = 64) -> Iterator[tuple[int, list]]:
         """Yield (first frame, per-camera photon arrays) over frames [start, stop)."""

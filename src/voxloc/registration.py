@@ -9,6 +9,7 @@ camera-1 coordinates: (x1, y1, 1)^T = T_k (xk, yk, 1)^T; T_1 is the identity.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from scipy import sparse
@@ -16,7 +17,7 @@ from scipy import sparse
 from voxloc.robust import row_median
 from voxloc.types import FloatArray
 
-__all__ = ["affine_matrix", "apply_affine"]
+__all__ = ["affine_matrix", "apply_affine", "Resampler", "TorchResampler"]
 
 
 def affine_matrix(
@@ -73,6 +74,7 @@ class Resampler:
         yy, xx = np.mgrid[0 : self.height, 0 : self.width]
         p1 = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=-1)
         self._plans: list[tuple | None] = []
+        self._gathers: list[tuple[np.ndarray, np.ndarray]] = []  # per resampled camera, for to_torch
         coverage = []
         for m, (h, w) in zip(matrices, camera_shapes, strict=True):
             m = np.asarray(m, dtype=np.float64)
@@ -99,6 +101,7 @@ class Resampler:
             shape = (self.height * self.width, h * w)
             matrix = sparse.csr_matrix((wts.ravel(), (rows, idx.ravel())), shape=shape, dtype=np.float32)
             self._plans.append((matrix, covered))
+            self._gathers.append((idx, wts))
             coverage.append(covered.reshape(self.height, self.width))
         self.coverage = np.stack(coverage)
 
@@ -117,3 +120,53 @@ class Resampler:
                 acc[:, ~covered] = row_median(flat)[:, None]
             out[:, k] = acc.reshape(b, self.height, self.width)
         return out
+
+    def to_torch(self, device: Any) -> TorchResampler:
+        """The same resampling as torch operations on ``device`` (the GPU path of localization)."""
+        return TorchResampler(self, device)
+
+
+class TorchResampler:
+    """:class:`Resampler` on a torch device: per resampled camera, a gather of the four
+    bilinear neighbours of each output pixel and their weights, and the median fill of
+    uncovered pixels (:func:`voxloc.robust.row_median`). Same values as the numpy path up to
+    float32 rounding; ``coverage`` stays the host array."""
+
+    def __init__(self, resampler: Resampler, device: Any) -> None:
+        import torch
+
+        self.height, self.width = resampler.height, resampler.width
+        self.coverage = resampler.coverage
+        gathers = iter(resampler._gathers)
+        self._plans: list[tuple | None] = []
+        for plan in resampler._plans:
+            if plan is None:
+                self._plans.append(None)
+                continue
+            idx, wts = next(gathers)
+            covered = plan[1]
+            self._plans.append(
+                (
+                    torch.as_tensor(idx, device=device),
+                    torch.as_tensor(wts, device=device),
+                    None if covered.all() else torch.as_tensor(~covered, device=device),
+                )
+            )
+
+    def __call__(self, frames: list[Any]) -> Any:
+        """Per-camera float32 tensors [(B, H_k, W_k)] -> registered (B, P, H, W)."""
+        import torch
+
+        b = frames[0].shape[0]
+        out = []
+        for src, plan in zip(frames, self._plans, strict=True):
+            if plan is None:
+                out.append(src)
+                continue
+            idx, wts, uncovered = plan
+            flat = src.reshape(b, -1)
+            acc = (flat[:, idx] * wts).sum(dim=-1)  # (B, H W, 4) -> (B, H W)
+            if uncovered is not None:
+                acc = torch.where(uncovered, row_median(flat)[:, None], acc)
+            out.append(acc.reshape(b, self.height, self.width))
+        return torch.stack(out, dim=1)

@@ -35,7 +35,7 @@ from voxloc.data import to_photons
 from voxloc.errors import ConfigError, InputError
 from voxloc.evaluate import MatchResult, match_tables, matched_errors, summary
 from voxloc.io import atomic_output, write_parquet, write_tiff
-from voxloc.localize import run_chunk
+from voxloc.localize import resolve_batch_frames, run_chunk
 from voxloc.model import TrainedModel, load_checkpoint, read_checkpoint, select_device
 from voxloc.noise import adu_per_photon
 from voxloc.shards import settings_from_dict, shard_seed_sequence
@@ -173,7 +173,7 @@ def density_sweep(
     seed: int = 0,
     lateral_nm: float = 250.0,
     axial_nm: float = 500.0,
-    batch_frames: int = 32,
+    batch_frames: int | str = "auto",
     device: str = "auto",
     threads: int | None = None,
     settings: SimulationSettings | None = None,
@@ -185,6 +185,7 @@ def density_sweep(
         raise ValueError("density_sweep needs n_frames >= 1 and at least one M and one τ")
     _set_threads(threads)
     model = load_checkpoint(model_path, select_device(device))
+    batch_frames = resolve_batch_frames(batch_frames, model.device)
     settings = settings or training_settings(model.meta, source=str(model_path))
     grid = model.grid(settings.grid.height, settings.grid.width)
     if grid != settings.grid:
@@ -317,7 +318,7 @@ def speed_sweep(
     sizes_px: Sequence[int] = (16, 32, 64, 128, 256),
     frames: Sequence[int] = (512, 256, 128, 64, 32),
     *,
-    batch_frames: int = 32,
+    batch_frames: int | str = "auto",
     tau: float = 0.5,
     device: str = "auto",
     threads: int | None = None,
@@ -333,6 +334,7 @@ def speed_sweep(
     frames = speed_frames(sizes_px, frames)
     _set_threads(threads)
     base = training_settings(read_checkpoint(model_path)["meta"], source=str(model_path))
+    batch_frames = resolve_batch_frames(batch_frames, select_device(device))
     info = {"batch_frames": batch_frames, **_device_info(device)}
     options = dict(tau=tau, batch_frames=batch_frames, device=device)
     with tempfile.TemporaryDirectory(prefix="voxloc-speed-", dir=workdir) as tmp:
