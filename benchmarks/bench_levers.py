@@ -1,4 +1,4 @@
-"""Benchmark: the CPU speed levers of localization, each with its accuracy (issue 8).
+"""Benchmark: the speed levers of localization (CPU; --device cuda for a GPU), each with its accuracy (issue 8).
 
 Simulates a T x 4 x 256 x 256 movie with ground truth (the first model's training PSF,
 planes and noise, --density molecules per pixel per frame, uint16 ADU = photons + 100) and
@@ -34,57 +34,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import BASELINE_ADU, registrations, simulate_movie
 
-BASELINE_ADU = 100.0
 
-
-def simulate_movie(path: Path, model_path: str, n_frames: int, size: int, density: float, seed: int):
+def simulate_truth_movie(path: Path, model_path: str, n_frames: int, size: int, density: float, seed: int):
     """Write the movie (uint16 TIFF, T x 4 x size x size) and return its ground truth table."""
-    import pandas as pd
-    import tifffile
-
-    from voxloc.data import to_photons
     from voxloc.model import read_checkpoint
     from voxloc.shards import settings_from_dict
-    from voxloc.simulate import simulate_frames
     from voxloc.voxels import VoxelGrid
 
     settings = settings_from_dict(read_checkpoint(model_path)["meta"]["simulation"])
     g = settings.grid
-    m = int(round(density * size * size))
-    settings = dataclasses.replace(
-        settings, grid=VoxelGrid(size, size, g.px_size_nm, g.plane_z_nm), n_molecules=(m, m)
-    )
-    rng = np.random.default_rng(seed)
-    truths = []
-
-    def frames():
-        for start in range(0, n_frames, 10):
-            sim = simulate_frames(min(10, n_frames - start), settings, rng)
-            sim.emitters["frame"] += start
-            truths.append(sim.emitters)
-            photons = to_photons(sim.frames, settings.noise)
-            yield from np.clip(np.rint(photons + BASELINE_ADU), 0, 65535).astype(np.uint16)
-
-    tifffile.imwrite(
-        path,
-        frames(),
-        shape=(n_frames, 4, size, size),
-        dtype=np.uint16,
-        photometric="minisblack",
-        metadata={"axes": "TCYX"},
-    )
-    return pd.concat(truths, ignore_index=True)
+    grid = VoxelGrid(size, size, g.px_size_nm, g.plane_z_nm)
+    return simulate_movie(path, dataclasses.replace(settings, grid=grid), n_frames, density, seed)[0]
 
 
-def registrations(kind: str) -> list[np.ndarray]:
-    shift = np.eye(3)
-    if kind == "shift":
-        shift[:2, 2] = 0.01
-    return [np.eye(3)] + [shift] * 3
-
-
-def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[np.ndarray]):
+def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[np.ndarray], device: str):
     """One run of the pipeline's path: (start-up s, seconds and CPU seconds movie -> Parquet, table)."""
     import pandas as pd
     import pyarrow as pa
@@ -98,7 +63,7 @@ def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[n
 
     torch.set_num_threads(v["threads"])
     t0 = time.perf_counter()
-    model = load_checkpoint(model_path, "cpu", v["precision"])
+    model = load_checkpoint(model_path, device, v["precision"])
     t1, c1 = time.perf_counter(), time.process_time()
     parts = []
     with open_movie(movie, name="bench", offset_adu=BASELINE_ADU, adu_per_photon=1.0) as mov:
@@ -113,11 +78,11 @@ def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[n
     return t1 - t0, t2 - t1, c2 - c1, pd.concat(parts, ignore_index=True)
 
 
-def voxel_jaccard(model_path: str, precision: str, val: list[str]) -> float:
+def voxel_jaccard(model_path: str, precision: str, val: list[str], device: str) -> float:
     from voxloc.model import load_checkpoint
     from voxloc.voxel_metrics import evaluate_shards
 
-    model = load_checkpoint(model_path, "cpu", precision)
+    model = load_checkpoint(model_path, device, precision)
     return float(evaluate_shards(val, model.predict, taus=(0.5,)).iloc[0]["jaccard"])
 
 
@@ -137,6 +102,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--density", type=float, default=50 / 64**2, help="molecules / px / frame")
     ap.add_argument("--registration", choices=("shift", "identity"), default="shift")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (precision int8 runs as float16 there)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--voxel", action="store_true", help="also the voxel Jaccard on --val shards")
     ap.add_argument("--val", nargs="+", default=["results/simulation/val/shard-0000.h5"])
@@ -159,7 +125,7 @@ def main() -> None:
     if movie.exists() and truth_path.exists():  # kept in --workdir by an earlier run
         truth = pd.read_parquet(truth_path)
     else:
-        truth = simulate_movie(movie, first_model, args.frames, args.size, args.density, args.seed)
+        truth = simulate_truth_movie(movie, first_model, args.frames, args.size, args.density, args.seed)
         truth.to_parquet(truth_path)
     print(f"movie {movie.name}: {len(truth)} molecules; load {os.getloadavg()[0]:.2f}", flush=True)
     keys = ("model", "precision", "prefetch", "batch", "threads")
@@ -179,7 +145,9 @@ def main() -> None:
     regs = registrations(args.registration)
     for _ in range(args.repeats):
         for n, v in enumerate(variants):
-            s, dt, dc, table = localize_once(movie, models[v["model"]], work / "locs.parquet", v, regs)
+            s, dt, dc, table = localize_once(
+                movie, models[v["model"]], work / "locs.parquet", v, regs, args.device
+            )
             fps[n].append(args.frames / dt)
             cpu[n].append(args.frames / dc)
             startup.setdefault(n, s)
@@ -198,12 +166,13 @@ def main() -> None:
             "rmse_axial_nm": res.rmse_axial_nm,
         }
         if args.voxel:
-            row["voxel_jaccard"] = voxel_jaccard(models[v["model"]], v["precision"], args.val)
+            row["voxel_jaccard"] = voxel_jaccard(models[v["model"]], v["precision"], args.val, args.device)
         rows.append(row)
     table = pd.DataFrame(rows)
     print(
         f"{args.frames} frames {args.size}x{args.size}x4, density {args.density:.4f}/px, "
-        f"registration {args.registration}, {args.repeats} repeats; load {os.getloadavg()[0]:.2f}"
+        f"registration {args.registration}, {args.repeats} repeats, {args.device}; "
+        f"load {os.getloadavg()[0]:.2f}"
     )
     print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.out:

@@ -46,8 +46,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import BASELINE_ADU, simulate_movie
 
-BASELINE_ADU = 100.0
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -221,39 +221,6 @@ def picasso_driver(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- voxloc side
 
 
-def simulate_movie(path: Path, n_frames: int, density: float, settings, seed: int):
-    """Write a T x 4 x H x W uint16 TIFF (ADU = photons + 100); return the true emitters."""
-    import dataclasses
-
-    import pandas as pd
-    import tifffile
-
-    from voxloc.simulate import simulate_frames
-
-    g = settings.grid
-    m = int(round(density * g.height * g.width))
-    settings = dataclasses.replace(settings, n_molecules=(m, m))
-    rng = np.random.default_rng(seed)
-    truths = []
-
-    def frames():
-        for start in range(0, n_frames, 10):
-            sim = simulate_frames(min(10, n_frames - start), settings, rng)
-            sim.emitters["frame"] += start
-            truths.append(sim.emitters)
-            yield from np.clip(np.rint(sim.frames + BASELINE_ADU), 0, 65535).astype(np.uint16)
-
-    tifffile.imwrite(
-        path,
-        frames(),
-        shape=(n_frames, g.n_planes, g.height, g.width),
-        dtype=np.uint16,
-        photometric="minisblack",
-        metadata={"axes": "TCYX"},
-    )
-    return pd.concat(truths, ignore_index=True), m
-
-
 def run_voxloc(movie: Path, model_path: str, args: argparse.Namespace):
     """Localize with voxloc; returns (table, seconds from opening the file to the table)."""
     import pandas as pd
@@ -357,7 +324,7 @@ def run_density(
     from voxloc.evaluate import match_tables, summary
 
     movie = workdir / f"peer-{density:g}-{args.frames}x4x{args.size}x{args.size}.tif"
-    truth, m = simulate_movie(movie, args.frames, density, settings, args.seed + i)
+    truth, m = simulate_movie(movie, settings, args.frames, density, args.seed + i)
     tools = {"voxloc": run_voxloc(movie, args.model, args)}
     table, fig = run_picasso(movie, workdir / f"picasso-{density:g}.npz", geometry, python, args)
     tools["picasso"] = (table, fig["seconds"])
