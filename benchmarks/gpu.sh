@@ -8,7 +8,7 @@
 #   3. the same on a 5,000-frame movie with the page cache dropped first (read from the disk);
 #   4. bench_levers.py: accuracy of float32 against float16 on the GPU at 0.01 and 0.05
 #      molecules per pixel (100 frames each: accuracy, not speed);
-#   5. step 2 in float32 (TF32 convolutions).
+#   5. step 2 with batches of 128, and in float32 (TF32 convolutions).
 # Usage: bash benchmarks/gpu.sh [model.pt] [results dir]   (env FRAMES, DISK_FRAMES, WORK)
 set -uo pipefail
 MODEL=${1:-results/models/quick/model.pt}
@@ -22,7 +22,7 @@ step() { echo "== $(date +%T) $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), torch.get_num_threads(), 'threads')"
 [ "${SKIP_TESTS:-}" ] || step tests
-[ "${SKIP_TESTS:-}" ] ||timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_localize.py tests/test_model.py tests/test_movies.py 2>&1 | tail -6
+[ "${SKIP_TESTS:-}" ] || timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_localize.py tests/test_model.py tests/test_movies.py 2>&1 | tail -6
 bench() {  # bench SECONDS ARGS...
     timeout "$1" python3 benchmarks/bench_localize.py --device cuda --threads 16 --model "$MODEL" \
         --workdir "$WORK" "${@:2}" 2>&1 | grep -v "frame/s\]"
@@ -33,10 +33,12 @@ step "float16, $DISK_FRAMES frames, page cache dropped"
 bench 120 --frames "$DISK_FRAMES" --drop-caches
 for d in 0.01 0.05; do
     step "accuracy float32 / float16 at $d per px"
-    timeout 150 python3 benchmarks/bench_levers.py --device cuda --models "quick=$MODEL" --frames 100 --density "$d" \
-        --variants quick:float32:2:64:16 quick:float16:2:64:16 --repeats 1 --workdir "$WORK" \
+    timeout 150 python3 benchmarks/bench_levers.py --device cuda --models "model=$MODEL" --frames 100 --density "$d" \
+        --variants model:float32:2:64:16 model:float16:2:64:16 --repeats 1 --workdir "$WORK" \
         --out "$OUTDIR/levers-$d.tsv" 2>&1 | grep -v "frame/s\]" | tail -4
 done
+step "float16, batch 128, $FRAMES frames, page cache warm"
+bench 90 --frames "$FRAMES" --batch 128 --keep
 step "float32 (TF32), $FRAMES frames, page cache warm"
 bench 120 --frames "$FRAMES" --precision float32
 step done

@@ -15,6 +15,7 @@ axis of 4T pages ordered frame by frame (plane fastest).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,8 @@ class TiffPlanes:
         """
         lo, hi = int(pages.min()), int(pages.max()) + 1
         page_bytes = self.height * self.width * self.dtype.itemsize
+        if hi - lo == pages.size and (np.diff(pages) == 1).all():
+            return self._read_range(lo, hi, page_bytes)
         mm = np.memmap(
             self.path,
             dtype=self.dtype,
@@ -154,6 +157,24 @@ class TiffPlanes:
             return np.array(mm[pages - lo])
         finally:
             del mm
+
+    def _read_range(self, lo: int, hi: int, page_bytes: int) -> np.ndarray:
+        """Pages [lo, hi) in one read() call, and the kernel asked to fetch as many pages after
+        them: large sequential requests keep a disk streaming, where the page faults of a
+        memory map read it 128 KiB at a time (on a lent H200 node, 470 MB/s from the disk)."""
+        out = np.empty((hi - lo, self.height, self.width), dtype=self.dtype)
+        start = self._data_offset + lo * page_bytes
+        with open(self.path, "rb", buffering=0) as fh:
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fh.fileno(), start + out.nbytes, out.nbytes, os.POSIX_FADV_WILLNEED)
+            fh.seek(start)
+            view, got = memoryview(out).cast("B"), 0
+            while got < out.nbytes:  # one call reads at most ~2 GiB on Linux
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise EOFError(f"{got} of {out.nbytes} bytes")
+                got += n
+        return out
 
     def page_of(self, t: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Flat page index of frame t, plane k (in the file's storage order)."""
