@@ -195,6 +195,9 @@ def test_folded_batchnorm_is_the_same_function():
 def test_precision_resolution(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cuda) == "float16"
+    monkeypatch.setattr("voxloc.model.native_int8", lambda: True)
+    assert resolve_precision("auto", cpu) == "int8"
+    monkeypatch.setattr("voxloc.model.native_int8", lambda: False)
     monkeypatch.setattr("voxloc.model.native_bfloat16", lambda: True)
     assert resolve_precision("auto", cpu) == "bfloat16"
     monkeypatch.setattr("voxloc.model.native_bfloat16", lambda: False)
