@@ -52,7 +52,8 @@ def test_one_file_flavours_read_the_right_planes(tmp_path, movie, flavour):
         got = np.concatenate([np.stack(cams, 1) for _, cams in m.batches(batch=4)])
         mapped = m.files[0].memory_mapped
     np.testing.assert_array_equal(got, movie.astype(np.float32))
-    # uncompressed contiguous data is memory-mapped, compressed data is read page by page
+    # uncompressed contiguous data is read directly (one read per batch, or a memory map for
+    # plane-major files), compressed data page by page
     assert mapped == (flavour != "compressed")
 
 

@@ -2,8 +2,8 @@
 
 A movie is one TIFF holding T x 4 x H x W (plain TIFF, BigTIFF, ImageJ hyperstack or
 OME-TIFF; 16-bit or float) or four per-camera TIFFs of T x H x W each. Frames are read in
-batches: memory-mapped where the file stores them uncompressed and contiguous, page by
-page otherwise. Every batch is checked (NaN/inf) and converted from ADU to photons with
+batches: with one read() per batch (or a memory map, for planes stored apart) where the
+file stores them uncompressed and contiguous, page by page otherwise. Every batch is checked (NaN/inf) and converted from ADU to photons with
 the camera offset and gain: photons = (ADU - offset) / (ADU per photon).
 
 Which axis holds the planes: after dropping length-1 axes, a one-file movie must have
@@ -137,7 +137,8 @@ class TiffPlanes:
         return self._data_offset is not None
 
     def _read_mapped(self, pages: np.ndarray) -> np.ndarray:
-        """Copy pages out of a memory map of just the pages spanned, then drop the map.
+        """Pages in the given order: one read() when they are consecutive (:meth:`_read_range`),
+        else copied out of a memory map of just the pages spanned, then the map dropped.
 
         Mapping per read (not the whole file once) keeps the resident memory of a long movie
         flat: the pages of a map that stays open count against the job's memory.
@@ -159,9 +160,11 @@ class TiffPlanes:
             del mm
 
     def _read_range(self, lo: int, hi: int, page_bytes: int) -> np.ndarray:
-        """Pages [lo, hi) in one read() call, and the kernel asked to fetch as many pages after
-        them: large sequential requests keep a disk streaming, where the page faults of a
-        memory map read it 128 KiB at a time (on a lent H200 node, 470 MB/s from the disk)."""
+        """Pages [lo, hi) with one read() call, and the kernel asked to fetch as many pages after
+        them meanwhile (WILLNEED). From the page cache this is ~1.8x faster than copying out
+        of a memory map (no page faults: 5.0 against 2.8 GB/s on the 2-core development
+        machine, 7,900 against 4,300 frames/s of 256 x 256 x 4 on a lent H200 node); from the
+        disk both stream at ~1.5 GB/s there, where plain reads without WILLNEED got 0.7 GB/s."""
         out = np.empty((hi - lo, self.height, self.width), dtype=self.dtype)
         start = self._data_offset + lo * page_bytes
         with open(self.path, "rb", buffering=0) as fh:
@@ -319,6 +322,6 @@ def open_movie(
         name,
         movie.n_frames,
         movie.camera_shapes,
-        "memory-mapped" if all(f.memory_mapped for f in files) else "read page by page",
+        "read directly" if all(f.memory_mapped for f in files) else "read page by page",
     )
     return movie
