@@ -185,8 +185,9 @@ def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
 
 def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
     """``auto``: 8 frames on the CPU (the activations of 4-16 frames of 256 x 256 x 4 stay in
-    cache, benchmarks/bench_levers.py), 64 on a GPU (on an H200: 2,270 frames/s with 1.8 GB
-    peak RSS; 128 frames: 2,390 frames/s with 2.5 GB; benchmarks/gpu.sh)."""
+    cache, benchmarks/bench_levers.py), 64 on a GPU (on an H200 as fast as 128 within the
+    spread of runs, 2,230 against 2,010-2,390 frames/s, with 1.9 GB peak RSS instead of
+    2.3-2.5 GB; benchmarks/gpu.sh)."""
     if batch_frames == "auto":
         return 8 if device.type == "cpu" else 64
     if isinstance(batch_frames, str) or int(batch_frames) < 1:
