@@ -426,6 +426,22 @@ def test_a_given_model_is_used_without_simulating_or_training(run, tmp_path):
     assert "results/models/" not in console(dry)
 
 
+def test_gpu_flags_request_one_gpu_for_training_and_each_chunk(run, tmp_path):
+    """train.gpu / localize.gpu become the SLURM executor's gpu resource on their rules only."""
+    jobs = {}
+    for flag in ("false", "true"):
+        cfg = tmp_path / f"gpu-{flag}.yaml"
+        cfg.write_text(f"train:\n  gpu: {flag}\nlocalize:\n  gpu: {flag}\n")
+        chunk = "results/localizations/demo2/chunk-0000.parquet"
+        dry = snakemake(run, "-n", "--forceall", targets=[chunk], configfiles=[TINY, cfg])
+        assert dry.returncode == 0, console(dry)[-3000:]
+        blocks = re.findall(r"^rule (\w+):\n((?:    .*\n)+)", console(dry), re.M)
+        jobs[flag] = {rule: re.search(r"resources: (.*)", body).group(1) for rule, body in blocks}
+    assert "gpu=1" in jobs["true"]["train_model"] and "gpu=1" in jobs["true"]["localize_chunk"]
+    assert "gpu=1" not in jobs["true"]["fit_psf"]
+    assert not any("gpu=1" in res for res in jobs["false"].values())
+
+
 def test_rerun_has_nothing_to_do(run):
     proc = snakemake(run, "-n")
     assert proc.returncode == 0

@@ -40,6 +40,7 @@ rule localize_chunk:
     resources:
         mem_mb=rule_resource("localize_chunk", "mem_mb"),
         runtime=rule_resource("localize_chunk", "runtime"),
+        gpu=1 if config["localize"]["gpu"] else 0,
     params:
         options=lookup(dpath="localize", within=config),
         camera=movie_camera,
