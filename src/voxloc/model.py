@@ -182,6 +182,15 @@ def fold_batchnorm(net: VoxelNet) -> VoxelNet:
     return net
 
 
+def _cpu_has(*flags: str) -> bool:
+    """Whether Linux's ``/proc/cpuinfo`` lists one of the instruction-set ``flags``."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(rf"\b({'|'.join(flags)})\b", text) is not None
+
+
 @functools.cache
 def native_bfloat16() -> bool:
     """Whether this CPU has bfloat16 instructions (AVX512-BF16 or AMX; Linux ``/proc/cpuinfo``).
@@ -189,10 +198,9 @@ def native_bfloat16() -> bool:
     try:
         if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
             return False
-        flags = Path("/proc/cpuinfo").read_text()
-    except (OSError, AttributeError, RuntimeError):  # no cpuinfo, or a torch without the query
+    except (AttributeError, RuntimeError):  # a torch without the query
         return False
-    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+    return _cpu_has("avx512_bf16", "amx_bf16")
 
 
 @functools.cache
@@ -201,13 +209,9 @@ def native_int8() -> bool:
     torch has the oneDNN quantized engine: there int8 runs ~1.8x faster than bfloat16 and
     ~3.4x faster than float32 (benchmarks/bench_levers.py). Without VNNI oneDNN's int8 falls
     back to 16-bit pair sums that can saturate, so int8 is not chosen automatically there."""
-    try:
-        if "onednn" not in torch.backends.quantized.supported_engines:
-            return False
-        flags = Path("/proc/cpuinfo").read_text()
-    except (OSError, AttributeError, RuntimeError):
+    if "onednn" not in torch.backends.quantized.supported_engines:
         return False
-    return re.search(r"\b(avx512_vnni|avx_vnni|amx_int8)\b", flags) is not None
+    return _cpu_has("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -74,7 +74,6 @@ class Resampler:
         yy, xx = np.mgrid[0 : self.height, 0 : self.width]
         p1 = np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5], axis=-1)
         self._plans: list[tuple | None] = []
-        self._gathers: list[tuple[np.ndarray, np.ndarray]] = []  # per resampled camera, for to_torch
         coverage = []
         for m, (h, w) in zip(matrices, camera_shapes, strict=True):
             m = np.asarray(m, dtype=np.float64)
@@ -100,8 +99,7 @@ class Resampler:
             rows = np.repeat(np.arange(idx.shape[0]), 4)
             shape = (self.height * self.width, h * w)
             matrix = sparse.csr_matrix((wts.ravel(), (rows, idx.ravel())), shape=shape, dtype=np.float32)
-            self._plans.append((matrix, covered))
-            self._gathers.append((idx, wts))
+            self._plans.append((matrix, covered, idx, wts))  # idx, wts: for to_torch
             coverage.append(covered.reshape(self.height, self.width))
         self.coverage = np.stack(coverage)
 
@@ -113,7 +111,7 @@ class Resampler:
             if plan is None:
                 out[:, k] = src
                 continue
-            matrix, covered = plan
+            matrix, covered = plan[:2]
             flat = src.reshape(b, -1)
             acc = np.asarray((matrix @ flat.T).T, dtype=np.float32)  # (H W, h w) @ (h w, B)
             if not covered.all():
@@ -137,14 +135,12 @@ class TorchResampler:
 
         self.height, self.width = resampler.height, resampler.width
         self.coverage = resampler.coverage
-        gathers = iter(resampler._gathers)
         self._plans: list[tuple | None] = []
         for plan in resampler._plans:
             if plan is None:
                 self._plans.append(None)
                 continue
-            idx, wts = next(gathers)
-            covered = plan[1]
+            _, covered, idx, wts = plan
             self._plans.append(
                 (
                     torch.as_tensor(idx, device=device),
