@@ -52,11 +52,11 @@ def simulate_truth_movie(path: Path, model_path: str, n_frames: int, size: int, 
 def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[np.ndarray], device: str):
     """One run of the pipeline's path: (start-up s, seconds and CPU seconds movie -> Parquet, table)."""
     import pandas as pd
-    import pyarrow as pa
     import pyarrow.parquet as pq
     import torch
 
-    from voxloc.localize import LOC_SCHEMA, iter_localizations
+    from voxloc.localize import iter_localizations
+    from voxloc.locs import LOC_SCHEMA, to_arrow
     from voxloc.model import load_checkpoint
     from voxloc.movies import open_movie
     from voxloc.registration import Resampler
@@ -72,7 +72,7 @@ def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[n
             for table in iter_localizations(
                 mov, model, resampler, tau=0.5, batch_frames=v["batch"], prefetch=v["prefetch"]
             ):
-                writer.write_table(pa.Table.from_pandas(table, schema=LOC_SCHEMA, preserve_index=False))
+                writer.write_table(to_arrow(table))
                 parts.append(table)
     t2, c2 = time.perf_counter(), time.process_time()
     return t1 - t0, t2 - t1, c2 - c1, pd.concat(parts, ignore_index=True)

@@ -112,7 +112,7 @@ def child(args: argparse.Namespace) -> None:
     """Localize the movie in this (child) process and print a JSON line of figures."""
     import torch
 
-    from voxloc import localize
+    from voxloc import localize, locs
     from voxloc.model import build_model, save_checkpoint
 
     torch.set_num_threads(args.threads)
@@ -159,7 +159,7 @@ def child(args: argparse.Namespace) -> None:
     # which Linux carries across fork and exec)
     status = Path("/proc/self/status").read_text().splitlines()
     hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    meta = localize.read_locs_metadata(Path(args.workdir) / "locs.parquet")
+    meta = locs.read_locs_metadata(Path(args.workdir) / "locs.parquet")
     figures = {
         "seconds": dt,
         "startup_s": startup,

@@ -6,13 +6,13 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import localize  # noqa: E402
+from voxloc import locs  # noqa: E402
 from voxloc.errors import exit_on_error  # noqa: E402
 
 out = snakemake.output
 with exit_on_error():  # one line naming the file, in the log and on the console
-    localize.merge_chunk_files(snakemake.input.chunks, out.parquet)
-    localize.write_picasso(
+    locs.merge_chunk_files(snakemake.input.chunks, out.parquet)
+    locs.write_picasso(
         out.parquet,
         out.picasso[0],
         out.picasso[1],

@@ -13,7 +13,7 @@ import tifffile
 import torch
 import yaml
 
-from voxloc import localize
+from voxloc import localize, locs
 from voxloc.errors import InputError
 from voxloc.model import build_model, save_checkpoint
 
@@ -73,7 +73,7 @@ def test_chunk_schema_metadata_and_idempotence(files):
     assert (a["prob"] > 0.5).all()
     # decoded coordinates lie in their voxel: x in [col s, (col + 1) s)
     assert ((a["x_nm"] >= a["col"] * 192.0) & (a["x_nm"] < (a["col"] + 1) * 192.0 + 1e-3)).all()
-    meta = localize.read_locs_metadata(files / "a.parquet")
+    meta = locs.read_locs_metadata(files / "a.parquet")
     assert meta["px_size_nm"] == 192.0 and meta["tau"] == 0.5
     assert meta["plane_z_nm"] == [0.0, 400.0, 800.0, 1200.0]
     assert meta["frame_range"] == [0, 4] and meta["n_frames"] == T
@@ -89,26 +89,26 @@ def test_chunks_merge_to_the_whole_movie(files):
         run(files, chunks[-1], s, e, batch_frames=2)
     # batches of 2 frames fall alike in chunks and in the whole movie: identical numerics
     run(files, files / "whole.parquet", 0, T, batch_frames=2)
-    n = localize.merge_chunk_files(chunks, files / "merged.parquet")
+    n = locs.merge_chunk_files(chunks, files / "merged.parquet")
     merged = pd.read_parquet(files / "merged.parquet")
     whole = pd.read_parquet(files / "whole.parquet")
     assert n == len(merged) == len(whole)
     pd.testing.assert_frame_equal(merged, whole)
-    assert "frame_range" not in localize.read_locs_metadata(files / "merged.parquet")
+    assert "frame_range" not in locs.read_locs_metadata(files / "merged.parquet")
 
 
 def test_picasso_export_round_trips(files):
     run(files, files / "p.parquet", 0, T)
-    localize.write_picasso(files / "p.parquet", files / "p.hdf5", files / "p.yaml", lateral_precision_nm=19.2)
-    locs = pd.read_parquet(files / "p.parquet")
+    locs.write_picasso(files / "p.parquet", files / "p.hdf5", files / "p.yaml", lateral_precision_nm=19.2)
+    table = pd.read_parquet(files / "p.parquet")
     with h5py.File(files / "p.hdf5") as h5:
         rec = h5["locs"][...]
-    assert len(rec) == len(locs)
-    np.testing.assert_array_equal(rec["frame"], locs["frame"])
+    assert len(rec) == len(table)
+    np.testing.assert_array_equal(rec["frame"], table["frame"])
     # Picasso: pixel centres at integer coordinates
-    np.testing.assert_allclose(rec["x"], locs["x_nm"] / 192.0 - 0.5, atol=1e-5)
-    np.testing.assert_allclose(rec["y"], locs["y_nm"] / 192.0 - 0.5, atol=1e-5)
-    np.testing.assert_allclose(rec["z"], locs["z_nm"])
+    np.testing.assert_allclose(rec["x"], table["x_nm"] / 192.0 - 0.5, atol=1e-5)
+    np.testing.assert_allclose(rec["y"], table["y_nm"] / 192.0 - 0.5, atol=1e-5)
+    np.testing.assert_allclose(rec["z"], table["z_nm"])
     np.testing.assert_allclose(rec["lpx"], 0.1)
     info = yaml.safe_load((files / "p.yaml").read_text())
     assert (info["Width"], info["Height"], info["Frames"], info["Pixelsize"]) == (W, H, T, 192.0)
@@ -136,7 +136,7 @@ def test_prefetch_gives_the_same_localizations(files):
 
 def test_precision_is_recorded(files):
     run(files, files / "f32.parquet", 0, 4, precision="float32")
-    assert localize.read_locs_metadata(files / "f32.parquet")["precision"] == "float32"
+    assert locs.read_locs_metadata(files / "f32.parquet")["precision"] == "float32"
 
 
 def test_prefetched_order_errors_and_early_exit():
@@ -223,7 +223,7 @@ def test_gpu_finds_what_the_cpu_finds(files, precision):
     run(files, files / f"gpu-{precision}.parquet", 0, T, device="cuda", precision=precision)
     cpu = pd.read_parquet(files / "cpu.parquet")
     gpu = pd.read_parquet(files / f"gpu-{precision}.parquet")
-    assert localize.read_locs_metadata(files / f"gpu-{precision}.parquet")["precision"] == precision
+    assert locs.read_locs_metadata(files / f"gpu-{precision}.parquet")["precision"] == precision
     both = cpu.merge(gpu, on=["frame", "plane", "row", "col"], suffixes=("", "_gpu"))
     assert len(cpu) > 20 and len(both) >= 0.97 * max(len(cpu), len(gpu))
     for c in ("x_nm", "y_nm", "z_nm"):

@@ -32,7 +32,7 @@ from PIL import Image
 import voxloc
 from voxloc import calibrate, shards
 from voxloc.evaluate import Summary
-from voxloc.localize import LOC_SCHEMA, read_locs_metadata
+from voxloc.locs import LOC_SCHEMA, read_locs_metadata
 from voxloc.model import load_checkpoint
 from voxloc.validation import LOG_COLUMNS
 

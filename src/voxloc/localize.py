@@ -5,16 +5,12 @@ grid (:class:`voxloc.registration.Resampler`), run the network (η̂ = g(y; θ),
 keep the voxels with ĉ > τ and decode their offsets ζ̂ to nm (:func:`voxloc.voxels.decode`).
 Localizations from voxels that no camera-k pixel covers are dropped.
 
-Output tables have one row per molecule: ``frame`` (int32, 0-based), ``x_nm``, ``y_nm``,
-``z_nm``, ``prob`` (float32) in camera-1 geometry, and the voxel indices ``plane``, ``row``,
-``col``. Parquet files carry key-value metadata (pixel size, plane positions, τ, model hash,
-voxloc version, source files); :func:`write_picasso` exports Picasso's HDF5 + YAML.
+The tables (one row per molecule, units in the column names) and their Parquet metadata,
+merging and Picasso export: :mod:`voxloc.locs`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import queue
 import sys
@@ -26,13 +22,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from voxloc import __version__
 from voxloc.config import chunk_ranges
-from voxloc.errors import InputError
-from voxloc.io import atomic_output, iter_parquet_batches, write_yaml
+from voxloc.io import atomic_output
+from voxloc.locs import LOC_SCHEMA, empty_locs, file_sha256, metadata_bytes, to_arrow
 from voxloc.movies import Movie
 from voxloc.registration import Resampler
 from voxloc.voxels import voxel_table
@@ -45,44 +39,17 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = [
-    "LOC_SCHEMA",
     "chunk_ranges",
-    "file_sha256",
     "localize_frames",
     "iter_localizations",
     "prefetched",
     "resolve_batch_frames",
-    "read_locs_metadata",
-    "merge_locs",
-    "merge_chunk_files",
     "run_chunk",
     "check_model_psf",
     "locs_metadata",
-    "write_picasso",
 ]
 
 log = logging.getLogger(__name__)
-
-LOC_SCHEMA = pa.schema(
-    [
-        ("frame", pa.int32()),
-        ("x_nm", pa.float32()),
-        ("y_nm", pa.float32()),
-        ("z_nm", pa.float32()),
-        ("prob", pa.float32()),
-        ("plane", pa.int16()),
-        ("row", pa.int32()),
-        ("col", pa.int32()),
-    ]
-)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _progress(total: int, desc: str):
@@ -185,8 +152,8 @@ def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
 
 def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
     """``auto``: 8 frames on the CPU (the activations of 4-16 frames of 256 x 256 x 4 stay in
-    cache, benchmarks/bench_levers.py), 64 on a GPU (on an H200 as fast as 128 within the
-    spread of runs, 2,230 against 2,010-2,390 frames/s, with 1.9 GB peak RSS instead of
+    cache, benchmarks/bench_levers.py), 64 on a GPU (on an H200 at least as fast as 128:
+    3,210 against 2,010-2,390 frames/s over four runs, with 1.9 GB peak RSS instead of
     2.3-2.5 GB; benchmarks/gpu.sh)."""
     if batch_frames == "auto":
         return 8 if device.type == "cpu" else 64
@@ -250,125 +217,7 @@ def iter_localizations(
 def localize_frames(movie: Movie, model: TrainedModel, resampler: Resampler, **options: Any) -> pd.DataFrame:
     """All localizations of frames [start, stop) as one table (see :func:`iter_localizations`)."""
     parts = list(iter_localizations(movie, model, resampler, **options))
-    if parts:
-        return pd.concat(parts, ignore_index=True)
-    return pd.DataFrame({f.name: pd.Series(dtype=f.type.to_pandas_dtype()) for f in LOC_SCHEMA})
-
-
-def _meta_bytes(metadata: Mapping[str, Any]) -> dict[bytes, bytes]:
-    out = {}
-    for k, v in {"voxloc_version": __version__, **metadata}.items():
-        out[str(k).encode()] = (v if isinstance(v, str) else json.dumps(v)).encode()
-    return out
-
-
-def _arrow(table: pd.DataFrame) -> pa.Table:
-    return pa.Table.from_pandas(table[LOC_SCHEMA.names], schema=LOC_SCHEMA, preserve_index=False)
-
-
-def read_locs_metadata(path: str | Path) -> dict[str, Any]:
-    """Key-value metadata of a localization Parquet, JSON values decoded."""
-    try:
-        raw = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})".splitlines()[0]) from None
-    out = {}
-    for k, v in raw.items():
-        key = k.decode()
-        if key == "pandas":
-            continue
-        try:
-            out[key] = json.loads(v)
-        except json.JSONDecodeError:
-            out[key] = v.decode()
-    return out
-
-
-def merge_locs(chunks: Sequence[str | Path], path: str | Path, metadata: Mapping[str, Any]) -> int:
-    """Concatenate chunk Parquets (in order) into one, streaming row groups; returns the row count."""
-    n = 0
-    with atomic_output(path) as tmp:
-        schema = LOC_SCHEMA.with_metadata(_meta_bytes(metadata))
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for chunk in chunks:
-                for batch in iter_parquet_batches(pq.ParquetFile(chunk), 1 << 16):
-                    writer.write_table(
-                        pa.Table.from_batches([batch]).cast(LOC_SCHEMA).replace_schema_metadata(None)
-                    )
-                    n += batch.num_rows
-    return n
-
-
-def merge_chunk_files(chunks: Sequence[str | Path], path: str | Path) -> int:
-    """Merge the chunk Parquets of one movie; metadata from the first chunk (minus its frame range)."""
-    if not chunks:
-        raise InputError(f"{path}: no chunk to merge")
-    meta = read_locs_metadata(chunks[0])
-    meta.pop("frame_range", None)
-    n = merge_locs(chunks, path, meta)
-    log.info("%s: %d localizations from %d chunks", path, n, len(chunks))
-    return n
-
-
-def _iter_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
-    for batch in iter_parquet_batches(pq.ParquetFile(path), rows):
-        yield batch.to_pandas()
-
-
-def write_picasso(
-    parquet_path: str | Path,
-    hdf5_path: str | Path,
-    yaml_path: str | Path,
-    *,
-    lateral_precision_nm: float,
-    rows: int = 1_000_000,
-) -> None:
-    """Export a localization Parquet to Picasso's ``locs`` HDF5 table plus YAML metadata.
-
-    Picasso puts pixel centres at integer coordinates, so x_px = x_nm / s - 0.5; z stays in
-    nm. lpx, lpy (localization precision, px) are the nominal ``lateral_precision_nm`` / s
-    (a network gives no per-molecule precision). YAML: Width, Height, Frames, Pixelsize.
-    """
-    import h5py
-
-    meta = read_locs_metadata(parquet_path)
-    s = float(meta["px_size_nm"])
-    dtype = np.dtype(
-        [
-            ("frame", "u4"),
-            ("x", "f4"),
-            ("y", "f4"),
-            ("z", "f4"),
-            ("lpx", "f4"),
-            ("lpy", "f4"),
-            ("prob", "f4"),
-        ]
-    )
-    lp = np.float32(lateral_precision_nm / s)
-    with atomic_output(hdf5_path) as tmp, h5py.File(tmp, "w") as h5:
-        ds = h5.create_dataset("locs", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
-        for table in _iter_tables(parquet_path, rows):
-            rec = np.empty(len(table), dtype=dtype)
-            rec["frame"] = table["frame"].to_numpy()
-            rec["x"] = table["x_nm"].to_numpy() / s - 0.5
-            rec["y"] = table["y_nm"].to_numpy() / s - 0.5
-            rec["z"] = table["z_nm"].to_numpy()
-            rec["lpx"] = lp
-            rec["lpy"] = lp
-            rec["prob"] = table["prob"].to_numpy()
-            n = ds.shape[0]
-            ds.resize((n + len(rec),))
-            ds[n:] = rec
-    info = {
-        "Generated by": f"voxloc {__version__}",
-        "Width": int(meta["width_px"]),
-        "Height": int(meta["height_px"]),
-        "Frames": int(meta["n_frames"]),
-        "Pixelsize": s,
-        "Source": str(parquet_path),
-        "Threshold tau": float(meta["tau"]),
-    }
-    write_yaml(yaml_path, info)
+    return pd.concat(parts, ignore_index=True) if parts else empty_locs()
 
 
 def check_model_psf(
@@ -442,7 +291,7 @@ def run_chunk(
     with open_movie(movie_paths, name=name, offset_adu=offset_adu, adu_per_photon=adu_per_photon) as movie:
         resampler = Resampler(list(registrations), movie.camera_shapes)
         meta = locs_metadata(model, model_path, movie, tau=tau)
-        schema = LOC_SCHEMA.with_metadata(_meta_bytes({**meta, "frame_range": [start, stop]}))
+        schema = LOC_SCHEMA.with_metadata(metadata_bytes({**meta, "frame_range": [start, stop]}))
         # stream each batch's table into the Parquet file: memory does not grow with the chunk
         with atomic_output(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             batches = iter_localizations(
@@ -456,7 +305,7 @@ def run_chunk(
                 prefetch=prefetch,
             )
             for table in prefetched(batches, prefetch):
-                writer.write_table(_arrow(table).replace_schema_metadata(schema.metadata))
+                writer.write_table(to_arrow(table).replace_schema_metadata(schema.metadata))
                 n += len(table)
     return n
 
