@@ -153,7 +153,7 @@ def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
 def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
     """``auto``: 8 frames on the CPU (the activations of 4-16 frames of 256 x 256 x 4 stay in
     cache, benchmarks/bench_levers.py), 64 on a GPU (on an H200 at least as fast as 128:
-    3,210 against 2,010-2,390 frames/s over four runs, with 1.9 GB peak RSS instead of
+    3,210 against 2,010-2,390 frames/s over three runs, with 1.9 GB peak RSS instead of
     2.3-2.5 GB; benchmarks/gpu.sh)."""
     if batch_frames == "auto":
         return 8 if device.type == "cpu" else 64
