@@ -4,14 +4,14 @@ Simulates a T x 4 x 256 x 256 movie with ground truth (the first model's trainin
 planes and noise, --density molecules per pixel per frame, uint16 ADU = photons + 100) and
 localizes it with every combination of --models x --precision x --prefetch x --batch x
 --threads, round-robin --repeats times in this one process, so that the variants meet the
-same machine load. Each run goes through the pipeline's own path: voxloc.model.load_checkpoint
-and voxloc.localize.iter_localizations (reading the TIFF, registering cameras 2-4, the
+same machine load. Each run goes through the pipeline's own path: voxloc.network.model.load_checkpoint
+and voxloc.localization.localize.iter_localizations (reading the TIFF, registering cameras 2-4, the
 network, decoding) streaming into a Parquet file. Printed per variant:
 
 * frames/s from opening the movie to the closed Parquet file (best and median of the repeats),
   frames per CPU second of this process (all threads; less sensitive to other jobs on a
   shared machine) and the start-up (model load; int8 includes its calibration);
-* localization accuracy against the ground truth (voxloc.evaluate at 250 / 500 nm):
+* localization accuracy against the ground truth (voxloc.evaluation.evaluate at 250 / 500 nm):
   Jaccard, lateral and axial RMSE;
 * with --voxel, the voxel Jaccard at τ = 0.5 on simulated shards (--val, Tables 4-5).
 
@@ -39,8 +39,8 @@ from common import BASELINE_ADU, registrations, simulate_movie
 
 def simulate_truth_movie(path: Path, model_path: str, n_frames: int, size: int, density: float, seed: int):
     """Write the movie (uint16 TIFF, T x 4 x size x size) and return its ground truth table."""
-    from voxloc.model import read_checkpoint
-    from voxloc.shards import settings_from_dict
+    from voxloc.network.model import read_checkpoint
+    from voxloc.simulation.shards import settings_from_dict
     from voxloc.voxels import VoxelGrid
 
     settings = settings_from_dict(read_checkpoint(model_path)["meta"]["simulation"])
@@ -55,11 +55,11 @@ def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[n
     import pyarrow.parquet as pq
     import torch
 
-    from voxloc.localize import iter_localizations
+    from voxloc.localization.localize import iter_localizations
+    from voxloc.localization.movies import open_movie
+    from voxloc.localization.resampling import Resampler
     from voxloc.locs import LOC_SCHEMA, to_arrow
-    from voxloc.model import load_checkpoint
-    from voxloc.movies import open_movie
-    from voxloc.registration import Resampler
+    from voxloc.network.model import load_checkpoint
 
     torch.set_num_threads(v["threads"])
     t0 = time.perf_counter()
@@ -79,8 +79,8 @@ def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[n
 
 
 def voxel_jaccard(model_path: str, precision: str, val: list[str], device: str) -> float:
-    from voxloc.model import load_checkpoint
-    from voxloc.voxel_metrics import evaluate_shards
+    from voxloc.evaluation.voxel_metrics import evaluate_shards
+    from voxloc.network.model import load_checkpoint
 
     model = load_checkpoint(model_path, device, precision)
     return float(evaluate_shards(val, model.predict, taus=(0.5,)).iloc[0]["jaccard"])
@@ -113,7 +113,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from voxloc.evaluate import match_tables, summary
+    from voxloc.evaluation.matching import match_tables, summary
 
     models = dict(m.split("=", 1) for m in args.models)
     tmp = tempfile.TemporaryDirectory(prefix="voxloc-levers-") if not args.workdir else None

@@ -2,7 +2,7 @@
 
 Writes a synthetic T x 4 x H x W uint16 TIFF (simulated frames at the paper's density,
 physical camera noise in ADU; a few hundred distinct frames repeated), then localizes it
-through the pipeline's own code path (voxloc.localize.run_chunk: reading, registration,
+through the pipeline's own code path (voxloc.localization.localize.run_chunk: reading, registration,
 network, decoding, Parquet writing) in a child process, and prints frames/s including
 reading and writing, and the child's peak resident memory. A first run_chunk over 64 frames
 just before the timed one takes the start-up (CUDA context, cuDNN's kernel choice, int8
@@ -46,8 +46,9 @@ from common import registrations, write_movie_tiff
 def write_movie(path: Path, n_frames: int, size: int, seed: int = 0) -> None:
     """A T x 4 x size x size uint16 TIFF (ADU) at the paper's density: 200 simulated frames
     repeated, written frame by frame (never whole in memory)."""
-    from voxloc.noise import NoiseModel
-    from voxloc.simulate import SimulationSettings, simulate_frames
+    from voxloc.physics.noise import NoiseModel
+    from voxloc.simulation.settings import SimulationSettings
+    from voxloc.simulation.simulate import simulate_frames
     from voxloc.voxels import VoxelGrid
 
     density = 50 / 64**2  # the paper's: M = 50 on 64 x 64
@@ -70,10 +71,10 @@ def stage_rates(args: argparse.Namespace, model_path: Path) -> dict[str, float]:
     """Frames/s of the pipeline's parts alone (module doc), each over up to 2,000 frames."""
     import torch
 
-    from voxloc import localize
-    from voxloc.model import load_checkpoint, select_device
-    from voxloc.movies import open_movie
-    from voxloc.registration import Resampler
+    from voxloc.localization import localize
+    from voxloc.localization.movies import open_movie
+    from voxloc.localization.resampling import Resampler
+    from voxloc.network.model import load_checkpoint, select_device
 
     model = load_checkpoint(model_path, select_device(args.device), args.precision)
     batch = localize.resolve_batch_frames(args.batch, model.device)
@@ -112,8 +113,9 @@ def child(args: argparse.Namespace) -> None:
     """Localize the movie in this (child) process and print a JSON line of figures."""
     import torch
 
-    from voxloc import localize, locs
-    from voxloc.model import build_model, save_checkpoint
+    from voxloc import locs
+    from voxloc.localization import localize
+    from voxloc.network.model import build_model, save_checkpoint
 
     torch.set_num_threads(args.threads)
     batch = args.batch if args.batch == "auto" else int(args.batch)

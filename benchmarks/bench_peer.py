@@ -7,8 +7,8 @@ paper's Table 2), stored as uint16 TIFFs of ADU = photons + 100. Both tools read
 from disk (just written, so from the page cache); frames/s is the wall time from opening the
 file to having the localization table in memory, all four planes of every frame.
 
-* voxloc: the library's path (voxloc.movies.open_movie, identity registration as the
-  simulation has no camera affine, voxloc.localize.iter_localizations with --model, τ 0.5),
+* voxloc: the library's path (voxloc.localization.movies.open_movie, identity registration as the
+  simulation has no camera affine, voxloc.localization.localize.iter_localizations with --model, τ 0.5),
   --threads torch threads; the model is loaded and run once on zeros before the clock.
 * Picasso (``picassosr``, extra ``bench``): ``picasso.localize.localize_frames`` with
   ``gausslq``, box 7, plane by plane, one process per group of planes (--threads processes:
@@ -22,7 +22,7 @@ file to having the localization table in memory, all four planes of every frame.
   frame lies within 1 px in any plane; the plane-k drift Δk (Eq. 7) is ignored
   (truth-free); z is the least-squares solution, within slab k of the kept fit's plane k,
   of its width and those of its neighbours within 1 px in planes k ± 1 against the defocus
-  curve r(z_j - z) of Eq. 5 (voxloc.psf.defocus_width_nm).
+  curve r(z_j - z) of Eq. 5 (voxloc.physics.psf.defocus_width_nm).
 
 Picasso needs pandas < 3, so it runs in its own interpreter (--picasso-python, default
 .venv-bench/bin/python when it exists, else this one):
@@ -30,7 +30,7 @@ Picasso needs pandas < 3, so it runs in its own interpreter (--picasso-python, d
   python3 -m venv .venv-bench && .venv-bench/bin/pip install -e ".[bench]"
   .venv/bin/python benchmarks/bench_peer.py --frames 100 --out /tmp/peer.tsv
 
-Accuracy: voxloc.evaluate.match_tables / summary at 250 nm lateral, 500 nm axial.
+Accuracy: voxloc.evaluation.matching.match_tables / summary at 250 nm lateral, 500 nm axial.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def auto_min_net_gradient(box: int, quantile: float = 0.999, n_frames: int = 8, 
     """Net gradient quantile at local maxima of background-only paper-noise frames (ADU)."""
     from picasso import localize
 
-    from voxloc.noise import NoiseModel, add_noise
+    from voxloc.physics.noise import NoiseModel, add_noise
 
     rng = np.random.default_rng(12345)
     frames = add_noise(np.zeros((n_frames, size, size), np.float32), NoiseModel(kind="paper"), rng)
@@ -119,7 +119,7 @@ def merge_planes(fits: np.ndarray, geom: dict, radius_px: float = 1.0, max_width
     Fits wider than ``max_width_px`` (wider than the PSF anywhere in the z range) are dropped."""
     from scipy.spatial import cKDTree
 
-    from voxloc.psf import defocus_width_nm
+    from voxloc.physics.psf import defocus_width_nm
 
     s = geom["px_size_nm"]
     zk = np.asarray(geom["plane_z_nm"])
@@ -226,10 +226,10 @@ def run_voxloc(movie: Path, model_path: str, args: argparse.Namespace):
     import pandas as pd
     import torch
 
-    from voxloc.localize import iter_localizations
-    from voxloc.model import load_checkpoint, select_device
-    from voxloc.movies import open_movie
-    from voxloc.registration import Resampler
+    from voxloc.localization.localize import iter_localizations
+    from voxloc.localization.movies import open_movie
+    from voxloc.localization.resampling import Resampler
+    from voxloc.network.model import load_checkpoint, select_device
 
     torch.set_num_threads(args.threads)
     model = load_checkpoint(model_path, select_device(args.device))
@@ -246,11 +246,11 @@ def simulation_settings(model_path: str, psf_source: str, size: int):
     """Paper noise, the model's training PSF and planes (or Table 2), on a size x size grid."""
     import dataclasses
 
-    from voxloc.model import read_checkpoint
-    from voxloc.noise import NoiseModel
-    from voxloc.psf import TABLE2
-    from voxloc.shards import settings_from_dict
-    from voxloc.simulate import SimulationSettings
+    from voxloc.network.model import read_checkpoint
+    from voxloc.physics.noise import NoiseModel
+    from voxloc.physics.psf import TABLE2
+    from voxloc.simulation.settings import SimulationSettings
+    from voxloc.simulation.shards import settings_from_dict
     from voxloc.voxels import VoxelGrid
 
     meta = read_checkpoint(model_path)["meta"]
@@ -321,7 +321,7 @@ def run_density(
     i: int, density: float, settings, geometry: dict, workdir: Path, python: str, args
 ) -> list[dict]:
     """Simulate one movie, localize it with both tools, one table row per tool."""
-    from voxloc.evaluate import match_tables, summary
+    from voxloc.evaluation.matching import match_tables, summary
 
     movie = workdir / f"peer-{density:g}-{args.frames}x4x{args.size}x{args.size}.tif"
     truth, m = simulate_movie(movie, settings, args.frames, density, args.seed + i)

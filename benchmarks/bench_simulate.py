@@ -14,10 +14,11 @@ import time
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from voxloc.noise import NoiseModel  # noqa: E402
-from voxloc.simulate import SimulationSettings, simulate_frames  # noqa: E402
+from voxloc.physics.noise import NoiseModel
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.simulate import simulate_frames
 
 
 def main() -> None:

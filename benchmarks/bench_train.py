@@ -4,7 +4,7 @@ Frames of 64 x 64 x 4 voxels with M = 50 molecules (Table 3, paper noise) are si
 into a temporary shard, then full training steps (streamed batch of 50 frames -> forward,
 Eq. 11 loss, backward, Adam) are timed for the paper profile (authors' widths, batch 50)
 and the quick profile (narrower, batch 10),
-exactly as :func:`voxloc.train.train_model` runs them (channels-last; float16 autocast on
+exactly as :func:`voxloc.network.train.train_model` runs them (channels-last; float16 autocast on
 CUDA). Run: python benchmarks/bench_train.py [--threads 2] [--batches 8]
 """
 
@@ -19,13 +19,14 @@ from pathlib import Path
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
-import torch  # noqa: E402
+import torch
 
-from voxloc.data import EpochBatches, ShardBatches  # noqa: E402
-from voxloc.model import DEFAULT_ARCH, DEFAULT_NORMALISATION, build_model  # noqa: E402
-from voxloc.shards import simulate_shard  # noqa: E402
-from voxloc.simulate import SimulationSettings  # noqa: E402
-from voxloc.train import train_step  # noqa: E402
+from voxloc.network.batches import EpochBatches, ShardBatches
+from voxloc.network.model import DEFAULT_ARCH, build_model
+from voxloc.network.normalise import DEFAULT_NORMALISATION
+from voxloc.network.train import train_step
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.shards import simulate_shard
 
 #: (widths, batch size): the paper profile (authors' widths) and the quick CPU profile
 CASES = {

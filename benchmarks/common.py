@@ -29,12 +29,12 @@ def write_movie_tiff(path: Path, frames: Iterable[np.ndarray], shape: tuple[int,
 
 
 def simulate_movie(path: Path, settings, n_frames: int, density: float, seed: int):
-    """Simulate ``density`` molecules per pixel per frame with ``settings`` (voxloc.simulate)
+    """Simulate ``density`` molecules per pixel per frame with ``settings`` (voxloc.simulation.simulate)
     and write ADU = photons + BASELINE_ADU as uint16; returns (true emitters, M per frame)."""
     import pandas as pd
 
-    from voxloc.data import to_photons
-    from voxloc.simulate import simulate_frames
+    from voxloc.physics.noise import to_photons
+    from voxloc.simulation.simulate import simulate_frames
 
     g = settings.grid
     m = int(round(density * g.height * g.width))

@@ -6,8 +6,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs and tracebacks go to the rule log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-from voxloc import calibrate  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc.calibration import calibrate
+from voxloc.errors import exit_on_error
 
 with exit_on_error():  # one line, in the log and on the console; no output is written
     calibrate.calibrate_affine(

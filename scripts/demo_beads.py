@@ -6,7 +6,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import demo  # noqa: E402
+from voxloc.simulation import demo
 
 microscope = demo.DemoMicroscope.from_config(snakemake.params.demo, snakemake.params.px_size_nm)
 demo.write_bead_stacks(

@@ -10,7 +10,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import demo  # noqa: E402
+from voxloc.simulation import demo
 
 if snakemake.params.layout == "stack":
     outputs = {"path": snakemake.output.movie}

@@ -6,8 +6,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks go to the rule log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import sweeps  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.evaluation import sweeps
 
 opts = snakemake.params.options
 with exit_on_error():  # one line naming the file, in the log and on the console

@@ -7,8 +7,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import evaluate  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.evaluation import evaluate
 
 opts = snakemake.params.options
 physics = snakemake.params.physics

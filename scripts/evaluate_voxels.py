@@ -7,12 +7,12 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-import torch  # noqa: E402
+import torch
 
-from voxloc.errors import exit_on_error  # noqa: E402
-from voxloc.io import atomic_output  # noqa: E402
-from voxloc.model import load_checkpoint, select_device  # noqa: E402
-from voxloc.voxel_metrics import evaluate_shards  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.evaluation.voxel_metrics import evaluate_shards
+from voxloc.io import atomic_output
+from voxloc.network.model import load_checkpoint, select_device
 
 torch.set_num_threads(snakemake.threads)
 with exit_on_error():

@@ -6,17 +6,22 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, progress bar, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import calibrate, io, localize  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc import (
+    config,
+    io,
+)
+from voxloc.calibration import files
+from voxloc.errors import exit_on_error
+from voxloc.localization import localize
 
 opts = snakemake.params.options
 with exit_on_error():  # one line naming the file, in the log and on the console; no chunk written
     n_frames = io.read_yaml(snakemake.input.info)["n_frames"]
-    start, stop = localize.chunk_ranges(n_frames, opts["chunk_frames"])[int(snakemake.wildcards.chunk)]
+    start, stop = config.chunk_ranges(n_frames, opts["chunk_frames"])[int(snakemake.wildcards.chunk)]
     localize.run_chunk(
         snakemake.input.movie,
         snakemake.input.model,
-        calibrate.load_affine(snakemake.input.affine),
+        files.load_affine(snakemake.input.affine),
         snakemake.output[0],
         name=snakemake.wildcards.movie,
         start=start,

@@ -6,8 +6,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import locs  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc import locs
+from voxloc.errors import exit_on_error
 
 out = snakemake.output
 with exit_on_error():  # one line naming the file, in the log and on the console

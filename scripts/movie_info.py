@@ -6,8 +6,9 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import io, movies  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc import io
+from voxloc.errors import exit_on_error
+from voxloc.localization import movies
 
 with exit_on_error():  # one line naming the file, in the log and on the console
     with movies.open_movie(

@@ -6,12 +6,12 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from voxloc import sweep_plots  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.evaluation import sweep_plots
 
 opts = snakemake.params.options
 tol = snakemake.params.tolerances

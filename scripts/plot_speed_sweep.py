@@ -6,11 +6,11 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from voxloc import sweep_plots  # noqa: E402
+from voxloc.evaluation import sweep_plots
 
 table = pd.read_csv(snakemake.input[0], sep="\t")
 name = "/".join(Path(snakemake.params.model).parts[-2:])  # e.g. quick/model.pt

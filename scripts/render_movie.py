@@ -6,15 +6,15 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import render  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
-from voxloc.voxels import VoxelGrid  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.render import movie
+from voxloc.voxels import VoxelGrid
 
 opts = snakemake.params.render
 # fallbacks for a Parquet without px_size_nm / z_range_nm metadata: the nominal grid
 grid = VoxelGrid(1, 1, snakemake.params.px_size_nm, tuple(snakemake.params.plane_z_nm))
 with exit_on_error():  # one line naming the file, in the log and on the console
-    render.render_movie(
+    movie.render_movie(
         snakemake.input[0],
         snakemake.output.tif,
         snakemake.output.png,

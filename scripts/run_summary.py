@@ -6,17 +6,17 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc import runs  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.evaluation import run_summary
 
 p = snakemake.params
 with exit_on_error():
     rows = [
-        runs.summarize_movie(
+        run_summary.summarize_movie(
             movie, info, locs, chunk_frames=p.chunk_frames, benchmark=p.benchmark, outputs=p.outputs[movie]
         )
         for movie, info, locs in zip(
             p.movies, snakemake.input.info, snakemake.input.localizations, strict=True
         )
     ]
-    runs.write_run_summary(rows, snakemake.output[0])
+    run_summary.write_run_summary(rows, snakemake.output[0])

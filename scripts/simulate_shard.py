@@ -6,13 +6,15 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs and tracebacks go to the rule log
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-from voxloc import calibrate, config, shards  # noqa: E402
+from voxloc.calibration import files
+from voxloc.simulation import shards
+from voxloc.simulation.settings import simulation_settings
 
 dataset = snakemake.wildcards.dataset
 sim = snakemake.params.simulation
 # the bead calibration's PSF and plane positions (psf.source: calibration), else the config's
-psf, planes = calibrate.load_psf(snakemake.input.psf[0]) if snakemake.input.psf else (None, None)
-settings = config.simulation_settings(
+psf, planes = files.load_psf(snakemake.input.psf[0]) if snakemake.input.psf else (None, None)
+settings = simulation_settings(
     snakemake.params.grid, snakemake.params.psf, sim, dataset, psf=psf, plane_z_nm=planes
 )
 shards.simulate_shard(

@@ -4,9 +4,9 @@ import sys
 
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tqdm, tracebacks go to the rule log
 
-import logging  # noqa: E402
-import os  # noqa: E402
-import signal  # noqa: E402
+import logging
+import os
+import signal
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -15,7 +15,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %
 for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(var, "1")
 
-from voxloc import train  # noqa: E402
+from voxloc.network import train
 
 try:
     train.train_model(

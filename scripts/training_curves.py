@@ -6,8 +6,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc.curves import plot_training  # noqa: E402
-from voxloc.errors import exit_on_error  # noqa: E402
+from voxloc.errors import exit_on_error
+from voxloc.network.curves import plot_training
 
 with exit_on_error():
     plot_training(

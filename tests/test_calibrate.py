@@ -1,4 +1,4 @@
-"""Bead calibration (voxloc.beads, voxloc.calibrate) against the demo microscope's truth.
+"""Bead calibration (voxloc.calibration.beads, voxloc.calibration.calibrate) against the demo microscope's truth.
 
 Small bead stacks of the demo "true microscope" (a known PSF, plane positions, mirrored and
 misregistered cameras, saturated beads, close pairs, hot pixels and a sloped background)
@@ -18,12 +18,13 @@ import pytest
 import tifffile
 import yaml
 
-from voxloc import beads, calibrate, demo
+from voxloc.calibration import beads, calibrate, files, psf_fit, spots
 from voxloc.config import load_config
 from voxloc.errors import InputError
 from voxloc.io import write_tiff
-from voxloc.psf import TABLE2, PSFParams, defocus_width_nm, gaussian_spot, psf_value
-from voxloc.registration import apply_affine
+from voxloc.physics.cameras import apply_affine
+from voxloc.physics.psf import TABLE2, PSFParams, defocus_width_nm, gaussian_spot, psf_value
+from voxloc.simulation import demo
 
 ROOT = Path(__file__).resolve().parents[1]
 PX = 192.0
@@ -108,7 +109,7 @@ def test_fit_spots_recovers_a_spot_on_a_sloped_background():
     valid = np.ones(windows.shape, bool)
     valid[0, h, h] = False  # a masked (saturated) centre must not matter
     init = np.array([[0, 0, 1.0, 300, 10, 0, 0], [0, 0, 1.5, 50, 0, 0, 0]], dtype=float)
-    params, errors, rms, converged = beads.fit_spots(windows, valid, init)
+    params, errors, rms, converged = spots.fit_spots(windows, valid, init)
     assert converged.all()
     np.testing.assert_allclose(params, truth, atol=1e-6)
     assert np.all(rms < 1e-6)
@@ -123,7 +124,7 @@ def test_fit_defocus_curve_exact_widths():
     defocus = focus[None, :, None] - (z[None, None, :] + offsets[:, None, None])
     widths = defocus_width_nm(defocus, r0_nm=140.0, D_nm=280.0, A=0.02, B=0.01)
     widths[np.abs(defocus) > 700] = np.nan  # only near focus, as in a crowded field
-    fit = calibrate.fit_defocus_curve(widths, np.full_like(widths, 1.0), z)
+    fit = psf_fit.fit_defocus_curve(widths, np.full_like(widths, 1.0), z)
     assert (fit.r0_nm, fit.D_nm, fit.A, fit.B) == pytest.approx(
         (true.r0_nm, true.D_nm, true.A, true.B), rel=1e-5
     )
@@ -153,7 +154,7 @@ def test_hot_pixels_found_exactly(run):
 
 def test_beads_detected_and_localized(run):
     truth = run["truth"]
-    stack = calibrate.measure_stack(run["paths"], beads_cfg(truth), CALIB)
+    stack = beads.measure_stack(run["paths"], beads_cfg(truth), CALIB)
     b = truth["beads"]
     xy = np.stack([b["x_nm"], b["y_nm"]], axis=1) / PX
     paired = {i for pair in b["close_pairs"] for i in pair}
@@ -165,9 +166,9 @@ def test_beads_detected_and_localized(run):
         # every single bead is found, localized to a few nm, round (a close pair is not)
         assert set(nearest[singles]) == set(range(len(b["weight"]))) - paired - set(b["saturated"])
         assert np.max(d[singles, nearest[singles]]) * PX < 5.0
-        assert np.all(cam.elongation[singles] < calibrate.ELONGATION_MAX)
+        assert np.all(cam.elongation[singles] < beads.ELONGATION_MAX)
         pair_rows = [i for i, t in enumerate(nearest) if t in paired]
-        assert pair_rows and np.all(cam.elongation[pair_rows] > calibrate.ELONGATION_MAX)
+        assert pair_rows and np.all(cam.elongation[pair_rows] > beads.ELONGATION_MAX)
         # the saturated bead's slices in focus are flagged and left out
         sat_rows = [i for i, t in enumerate(nearest) if t in b["saturated"]]
         assert cam.saturated[sat_rows].any(axis=1).all() and not (cam.good & cam.saturated).any()
@@ -178,7 +179,7 @@ def test_beads_detected_and_localized(run):
 
 def test_affine_recovers_known_transform(run):
     truth, doc = run["truth"], run["affine"]
-    mats = calibrate.load_affine(run["files"]["affine.yaml"])
+    mats = files.load_affine(run["files"]["affine.yaml"])
     np.testing.assert_allclose(mats[0], np.eye(3))
     yy, xx = np.mgrid[0:64:2, 0:64:2] + 0.5
     grid = np.stack([xx.ravel(), yy.ravel()], axis=1)
@@ -195,7 +196,7 @@ def test_affine_recovers_known_transform(run):
 
 def test_psf_recovers_table2_form_and_planes(run):
     truth, doc = run["truth"], run["psf"]
-    psf, planes = calibrate.load_psf(run["files"]["psf.yaml"])
+    psf, planes = files.load_psf(run["files"]["psf.yaml"])
     t = truth["psf"]
     assert psf.r0_nm == pytest.approx(t["r0_nm"], rel=0.02)
     assert psf.D_nm == pytest.approx(t["D_nm"], rel=0.02)
@@ -224,8 +225,8 @@ def test_psf_excludes_saturated_and_overlapping_beads_and_scales_a_prime(run, de
     counts = run["psf"]["fit"]["beads"]
     assert counts["saturated"] == len(truth["beads"]["saturated"])
     assert counts["overlapping"] == len(truth["beads"]["close_pairs"])  # a pair is detected as one
-    stack = calibrate.measure_stack(run["paths"], beads_cfg(truth), CALIB)
-    cal = calibrate.fit_psf_stack(stack, calibrate.load_affine(run["files"]["affine.yaml"]), CALIB, PX)
+    stack = beads.measure_stack(run["paths"], beads_cfg(truth), CALIB)
+    cal = psf_fit.fit_psf_stack(stack, files.load_affine(run["files"]["affine.yaml"]), CALIB, PX)
     b = truth["beads"]
     xy = np.stack([b["x_nm"], b["y_nm"]], axis=1) / PX
     used = np.hypot(*(cal.bead_xy_px[:, None] - xy[None]).transpose(2, 0, 1)).argmin(axis=1)
@@ -358,13 +359,13 @@ def test_loaders_reject_bad_files(run, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("cameras: {camera1: {matrix: [[1, 0], [0, 1]]}}\n")
     with pytest.raises(InputError, match="not an affine calibration") as exc:
-        calibrate.load_affine(bad)
+        files.load_affine(bad)
     one_line(exc, bad)
     with pytest.raises(InputError, match="not a PSF calibration") as exc:
-        calibrate.load_psf(run["files"]["affine.yaml"])
+        files.load_psf(run["files"]["affine.yaml"])
     one_line(exc, run["files"]["affine.yaml"])
     with pytest.raises(InputError, match="file not found"):
-        calibrate.load_psf(tmp_path / "nothing.yaml")
+        files.load_psf(tmp_path / "nothing.yaml")
     with pytest.raises(InputError, match="psf.yaml"):
         calibrate.fit_psf(
             run["paths"], tmp_path / "psf.yaml", beads_cfg(run["truth"]), CALIB, PX, tmp_path / "o.yaml"

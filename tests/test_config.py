@@ -9,6 +9,7 @@ import yaml
 
 from voxloc import config as vconfig
 from voxloc.errors import ConfigError
+from voxloc.simulation.settings import simulation_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -41,7 +42,7 @@ def test_defaults_are_filled_in():
     assert cfg["grid"]["plane_z_nm"] == [0.0, 400.0, 800.0, 1200.0]
     assert cfg["simulation"]["noise_params"]["background"] == 10.0
     assert cfg["simulation"]["noise_params"]["read_noise_var"] == 9.0
-    s = vconfig.simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"], "train")
+    s = simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"], "train")
     assert s.grid.height == s.grid.width == 64
     assert s.n_molecules == (50, 50)
     assert s.noise.kind == "paper"
@@ -71,7 +72,7 @@ def test_bad_config_is_one_line_naming_the_key(data, expected):
 def test_inverted_molecule_range_is_a_config_error():
     cfg = vconfig.validate({"simulation": {"n_molecules": [60, 10]}}, SCHEMA, source="x.yaml")
     with pytest.raises(ConfigError, match="n_molecules"):
-        vconfig.simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"])
+        simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"])
 
 
 def test_bad_yaml_names_file(tmp_path):

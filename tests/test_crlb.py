@@ -1,4 +1,4 @@
-"""Tests of the Cramér-Rao lower bound (voxloc.crlb)."""
+"""Tests of the Cramér-Rao lower bound (voxloc.physics.crlb)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voxloc.crlb import crlb, crlb_ratio, crlb_table, fisher_information
-from voxloc.noise import NoiseModel
-from voxloc.psf import TABLE2, PSFParams, render_planes
+from voxloc.physics.crlb import crlb, crlb_ratio, crlb_table, fisher_information
+from voxloc.physics.noise import NoiseModel
+from voxloc.physics.psf import TABLE2, PSFParams, render_planes
 
 PLANES = (0.0, 400.0, 800.0, 1200.0)
 PX = 192.0

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from voxloc.curves import plot_training, read_log
 from voxloc.errors import InputError
-from voxloc.validation import LOG_COLUMNS
+from voxloc.network.curves import plot_training, read_log
+from voxloc.network.validation import LOG_COLUMNS
 
 
 def _log(path, n=4):

@@ -1,4 +1,4 @@
-"""Tests of the demo data generator (voxloc.demo), at reduced sizes of the default config."""
+"""Tests of the demo data generator (voxloc.simulation.demo), at reduced sizes of the default config."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 import tifffile
 import yaml
 
-from voxloc import demo
 from voxloc.io import read_yaml
-from voxloc.noise import NoiseModel
-from voxloc.registration import apply_affine
-from voxloc.simulate import EMITTER_COLUMNS, emitter_table
+from voxloc.physics.cameras import apply_affine
+from voxloc.physics.noise import NoiseModel
+from voxloc.simulation import demo
+from voxloc.simulation.simulate import EMITTER_COLUMNS, emitter_table
 
 ROOT = Path(__file__).resolve().parents[1]
 H, W = 48, 56

@@ -46,11 +46,8 @@ PACKAGES = {
 PYPROJECT_NAMES = {"matplotlib": "matplotlib-base"}
 #: env -> modules that its rules' voxloc modules import only inside functions that those rules
 #: never call: they load without it
-LAZY_ONLY = {
-    # voxloc.localize imports the network (voxloc.model) in run_chunk, which only rule
-    # localize_chunk (torch env) calls; merge_localizations uses its Parquet/Picasso functions
-    "voxloc.yaml": {"torch"},
-}
+#: (none since the stage subpackages: the CPU env's rules reach no module that imports torch)
+LAZY_ONLY: dict[str, set[str]] = {}
 #: modules a rule script gets from Snakemake or the workflow, not from its env
 PROVIDED = {"voxloc", "snakemake"}
 ACTIONS = {"script", "shell", "run", "wrapper", "notebook"}
@@ -344,7 +341,7 @@ def test_check_fails_when_a_dependency_is_removed(tmp_path):
         copy.write_text("\n".join(lines) + "\n")
         assert len(lines) == len(env.read_text().splitlines()) - 1
         missing = missing_packages(copy, scripts)
-        assert set(missing) - LAZY_ONLY["voxloc.yaml"] == {module}, missing
+        assert set(missing) - LAZY_ONLY.get("voxloc.yaml", set()) == {module}, missing
         assert dropped in missing[module]
     torch_env = tmp_path / "no-torch.yaml"
     shutil.copy(ROOT / "envs" / "voxloc-torch.yaml", torch_env)
@@ -412,7 +409,7 @@ def test_use_conda_job_imports_the_checkouts_library_without_installing_it(tmp_p
     env = dict(os.environ)
     env["PATH"] = f"{conda_root / 'bin'}{os.pathsep}{env['PATH']}"
     env["BASE_PYTHON"] = str(Path(sys.base_prefix) / "bin" / "python3")
-    target = "resources/demo/beads/truth.yaml"  # rule demo_beads: voxloc.demo, numpy, tifffile
+    target = "resources/demo/beads/truth.yaml"  # rule demo_beads: voxloc.simulation.demo, numpy, tifffile
     cmd = [sys.executable, "-m", "snakemake", target, "-s", str(ROOT / "Snakefile"), "-d", str(work)]
     cmd += ["--cores", "1", "--sdm", "conda", "--conda-prefix", str(tmp_path / "envs")]
     cmd += ["--configfile", str(ROOT / "tests" / "workflow" / "config.yaml")]

@@ -9,20 +9,12 @@ import pandas as pd
 import pytest
 
 from voxloc.errors import InputError
-from voxloc.evaluate import (
-    CRLBModel,
-    crlb_model_from_truth,
-    crlb_summary,
-    efficiency,
-    evaluate_files,
-    match_frame,
-    match_tables,
-    molecule_table,
-    summary,
-)
+from voxloc.evaluation.evaluate import crlb_model_from_truth, crlb_summary, evaluate_files
+from voxloc.evaluation.matching import efficiency, match_frame, match_tables, molecule_table, summary
 from voxloc.io import write_parquet
-from voxloc.noise import NoiseModel
-from voxloc.psf import TABLE2
+from voxloc.physics.crlb import CRLBModel
+from voxloc.physics.noise import NoiseModel
+from voxloc.physics.psf import TABLE2
 
 
 def table(rows):

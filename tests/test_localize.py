@@ -13,9 +13,10 @@ import tifffile
 import torch
 import yaml
 
-from voxloc import localize, locs
+from voxloc import config, locs
 from voxloc.errors import InputError
-from voxloc.model import build_model, save_checkpoint
+from voxloc.localization import localize
+from voxloc.network.model import build_model, save_checkpoint
 
 T, H, W = 10, 16, 20
 
@@ -81,7 +82,7 @@ def test_chunk_schema_metadata_and_idempotence(files):
 
 
 def test_chunks_merge_to_the_whole_movie(files):
-    ranges = localize.chunk_ranges(T, 4)
+    ranges = config.chunk_ranges(T, 4)
     assert ranges == [(0, 4), (4, 8), (8, 10)]
     chunks = []
     for i, (s, e) in enumerate(ranges):
@@ -182,9 +183,10 @@ def test_bad_frame_read_ahead_leaves_no_chunk(files):
 def test_device_input_path_gives_the_same_localizations(files):
     """Registration and normalisation in torch (the GPU path, run here on the CPU) find the
     same molecules as the numpy path, with a registration that resamples every camera."""
-    from voxloc.model import load_checkpoint
-    from voxloc.movies import open_movie
-    from voxloc.registration import Resampler, affine_matrix
+    from voxloc.localization.movies import open_movie
+    from voxloc.localization.resampling import Resampler
+    from voxloc.network.model import load_checkpoint
+    from voxloc.physics.cameras import affine_matrix
 
     model = load_checkpoint(files / "model.pt", "cpu", "float32")
     m = affine_matrix(height=H, width=W, rotation_deg=2, shift_px=(0.4, -0.3))

@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from voxloc.loss import voxel_loss  # noqa: E402
+from voxloc.network.loss import voxel_loss
 
 
 def softplus(z: float) -> float:

@@ -11,21 +11,19 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from voxloc import __version__  # noqa: E402
-from voxloc.model import (  # noqa: E402
+from voxloc import __version__
+from voxloc.network.model import (
     DEFAULT_ARCH,
-    DEFAULT_NORMALISATION,
     build_model,
     fold_batchnorm,
     load_checkpoint,
-    normalise,
     read_checkpoint,
     resolve_precision,
     save_checkpoint,
     select_device,
 )
-from voxloc.robust import row_median  # noqa: E402
-from voxloc.voxels import decode, voxel_table  # noqa: E402
+from voxloc.network.normalise import DEFAULT_NORMALISATION, normalise, row_median
+from voxloc.voxels import decode, voxel_table
 
 TINY = {"widths": [6, 5, 7]}
 
@@ -129,7 +127,7 @@ def test_checkpoint_loads_in_a_fresh_process_with_identical_outputs(tmp_path):
     code = (
         "import sys, numpy as np, torch\n"
         f"torch.set_num_threads({torch.get_num_threads()})\n"
-        "from voxloc.model import load_checkpoint\n"
+        "from voxloc.network.model import load_checkpoint\n"
         "m = load_checkpoint(sys.argv[1] + '/model.pt', 'cpu', 'float32')\n"
         "np.save(sys.argv[1] + '/out.npy', m.predict(np.load(sys.argv[1] + '/frames.npy'), batch_frames=2))\n"
     )
@@ -195,12 +193,12 @@ def test_folded_batchnorm_is_the_same_function():
 def test_precision_resolution(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert resolve_precision("auto", cuda) == "float16"
-    monkeypatch.setattr("voxloc.model.native_int8", lambda: True)
+    monkeypatch.setattr("voxloc.network.model.native_int8", lambda: True)
     assert resolve_precision("auto", cpu) == "int8"
-    monkeypatch.setattr("voxloc.model.native_int8", lambda: False)
-    monkeypatch.setattr("voxloc.model.native_bfloat16", lambda: True)
+    monkeypatch.setattr("voxloc.network.model.native_int8", lambda: False)
+    monkeypatch.setattr("voxloc.network.model.native_bfloat16", lambda: True)
     assert resolve_precision("auto", cpu) == "bfloat16"
-    monkeypatch.setattr("voxloc.model.native_bfloat16", lambda: False)
+    monkeypatch.setattr("voxloc.network.model.native_bfloat16", lambda: False)
     assert resolve_precision("auto", cpu) == "float32"
     assert resolve_precision("int8", cpu) == "int8"
     with pytest.raises(ValueError, match="float16 needs a CUDA"):

@@ -7,8 +7,9 @@ import pytest
 import tifffile
 
 from voxloc.errors import InputError
-from voxloc.movies import open_movie
-from voxloc.registration import Resampler, affine_matrix, apply_affine
+from voxloc.localization.movies import open_movie
+from voxloc.localization.resampling import Resampler
+from voxloc.physics.cameras import affine_matrix, apply_affine
 
 T, H, W = 9, 20, 24
 

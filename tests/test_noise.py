@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from voxloc.noise import NoiseModel, add_noise, adu_per_photon, noise_variance, poisson_constant
+from voxloc.physics.noise import NoiseModel, add_noise, adu_per_photon, noise_variance, poisson_constant
 
 N = 400_000  # draws per signal level
 LEVELS = (0.0, 7.5, 120.0)  # expected signal per pixel

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from voxloc.psf import TABLE2, PSFParams, defocus_width_nm, peak_amplitude, psf_value, render_planes
+from voxloc.physics.psf import TABLE2, PSFParams, defocus_width_nm, peak_amplitude, psf_value, render_planes
 
 # Table 2, written out again so that a change of the defaults fails here
 A_PRIME = 5.00e7

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from voxloc.registration import affine_matrix, apply_affine
+from voxloc.physics.cameras import affine_matrix, apply_affine
 
 H, W = 6, 10  # centre (W/2, H/2) = (5, 3)
 

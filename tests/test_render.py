@@ -14,9 +14,9 @@ import pytest
 import tifffile
 from PIL import Image
 
-from voxloc import render, render_png
 from voxloc.errors import InputError
 from voxloc.io import write_parquet
+from voxloc.render import movie, png, tiff, volume
 
 S = 192.0  # camera pixel (nm)
 H_PX, W_PX = 5, 7  # camera-1 field (pixels)
@@ -26,7 +26,7 @@ SHAPE = (32, 8 * H_PX, 8 * W_PX)
 
 
 def hist(x, y, z, **kwargs) -> np.ndarray:
-    return render.histogram_3d(
+    return volume.histogram_3d(
         np.atleast_1d(x), np.atleast_1d(y), np.atleast_1d(z), field_nm=FIELD, z_range_nm=Z_RANGE, **kwargs
     )
 
@@ -67,7 +67,7 @@ def random_locs(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
 
 
 def test_shape_is_8x_the_camera_field_and_32_z_bins():
-    assert render.histogram_shape(field_nm=FIELD, z_range_nm=Z_RANGE, px_nm=24, z_bin_nm=50) == SHAPE
+    assert volume.histogram_shape(field_nm=FIELD, z_range_nm=Z_RANGE, px_nm=24, z_bin_nm=50) == SHAPE
     assert hist(S / 2, S / 2, 0.0).shape == SHAPE
     assert hist(S / 2, S / 2, 0.0).dtype == np.uint32
 
@@ -96,7 +96,7 @@ def test_counts_add_and_accumulate():
     x, y, z = [S / 2] * 3 + [1.5 * S], [S / 2] * 3 + [S / 2], [0.0] * 3 + [0.0]
     counts = hist(x, y, z)
     assert counts[4, 4, 4] == 3 and counts[4, 4, 12] == 1 and counts.sum() == 4
-    dropped = render.accumulate_histogram_3d(counts, x, y, z, field_nm=FIELD, z_range_nm=Z_RANGE)
+    dropped = volume.accumulate_histogram_3d(counts, x, y, z, field_nm=FIELD, z_range_nm=Z_RANGE)
     assert dropped == 0
     assert counts[4, 4, 4] == 6 and counts.sum() == 8
 
@@ -107,14 +107,14 @@ def test_outside_the_field_or_z_range_is_dropped_and_counted():
     y = [10.0, 10.0, -1.0, h, 10.0, 10.0, 10.0, 10.0, h - 1e-3]
     z = [0.0, 0.0, 0.0, 0.0, -200.1, 1400.0, 0.0, 1399.99, -200.0]
     counts = np.zeros(SHAPE, np.uint32)
-    dropped = render.accumulate_histogram_3d(counts, x, y, z, field_nm=FIELD, z_range_nm=Z_RANGE)
+    dropped = volume.accumulate_histogram_3d(counts, x, y, z, field_nm=FIELD, z_range_nm=Z_RANGE)
     assert dropped == 7
     assert counts.sum() == 2
     assert counts[31, 0, 0] == 1 and counts[0, SHAPE[1] - 1, SHAPE[2] - 1] == 1
 
 
 def test_field_not_a_multiple_of_the_bin_gets_a_partial_last_bin():
-    assert render.histogram_shape(field_nm=(100.0, 48.0), z_range_nm=(0.0, 120.0), px_nm=24, z_bin_nm=50) == (
+    assert volume.histogram_shape(field_nm=(100.0, 48.0), z_range_nm=(0.0, 120.0), px_nm=24, z_bin_nm=50) == (
         3,
         2,
         5,
@@ -132,7 +132,7 @@ def test_chunked_parquet_equals_one_shot_histogram(tmp_path):
     assert pq.ParquetFile(path).metadata.num_row_groups == 8
     # float32 as stored in the file
     expected = hist(*(np.asarray(v, np.float32) for v in (x, y, z)))
-    rendered = render.render_parquet(path, chunk_rows=333)
+    rendered = volume.render_parquet(path, chunk_rows=333)
     np.testing.assert_array_equal(rendered.counts, expected)
     assert rendered.n_rows == 5000
     assert rendered.n_dropped == 5000 - int(expected.sum()) > 0
@@ -145,56 +145,56 @@ def test_metadata_wins_and_arguments_are_fallbacks(tmp_path):
     x, y, z = [S / 2], [S / 2], [0.0]
     path = tmp_path / "with.parquet"
     write_locs(path, x, y, z)
-    rendered = render.render_parquet(path, field_nm=(10 * S, 10 * S), z_range_nm=(0.0, 100.0))
+    rendered = volume.render_parquet(path, field_nm=(10 * S, 10 * S), z_range_nm=(0.0, 100.0))
     assert rendered.counts.shape == SHAPE
     bare = tmp_path / "bare.parquet"
     write_locs(bare, x, y, z, metadata=False)
-    rendered = render.render_parquet(bare, field_nm=(2 * S, 3 * S), z_range_nm=(-100.0, 100.0))
+    rendered = volume.render_parquet(bare, field_nm=(2 * S, 3 * S), z_range_nm=(-100.0, 100.0))
     assert rendered.counts.shape == (4, 24, 16)
     assert rendered.counts[2, 4, 4] == 1
     # no field anywhere: the data extent (column statistics), rounded up to camera pixels
-    rendered = render.render_parquet(bare, px_size_nm=S, z_range_nm=(-100.0, 100.0))
+    rendered = volume.render_parquet(bare, px_size_nm=S, z_range_nm=(-100.0, 100.0))
     assert rendered.field_nm == (S, S)
     with pytest.raises(InputError, match="bare.parquet: no z_range_nm"):
-        render.render_parquet(bare, field_nm=(S, S))
+        volume.render_parquet(bare, field_nm=(S, S))
 
 
 def test_plane_z_metadata_gives_the_slab_edges(tmp_path):
     path = tmp_path / "planes.parquet"
     df = pd.DataFrame({"x_nm": [10.0], "y_nm": [10.0], "z_nm": [0.0]})
     write_parquet(path, df, px_size_nm=S, plane_z_nm=json.dumps([0, 300, 600, 900]), width_px=2, height_px=2)
-    rendered = render.render_parquet(path)
+    rendered = volume.render_parquet(path)
     assert rendered.z_range_nm == (-150.0, 1050.0)
     assert rendered.counts.shape == (24, 16, 16)
 
 
 def test_unusable_files_raise_input_error(tmp_path):
     with pytest.raises(InputError, match="nope.parquet: file not found"):
-        render.render_parquet(tmp_path / "nope.parquet")
+        volume.render_parquet(tmp_path / "nope.parquet")
     bad = tmp_path / "bad.parquet"
     bad.write_text("not parquet")
     with pytest.raises(InputError, match="bad.parquet: not a readable Parquet"):
-        render.render_parquet(bad)
+        volume.render_parquet(bad)
     cols = tmp_path / "cols.parquet"
     pq.write_table(pa.table({"x_nm": [1.0], "y_nm": [1.0]}), cols)
     with pytest.raises(InputError, match="cols.parquet: missing column.* z_nm"):
-        render.render_parquet(cols, field_nm=FIELD, z_range_nm=Z_RANGE)
+        volume.render_parquet(cols, field_nm=FIELD, z_range_nm=Z_RANGE)
 
 
 def _peak_bytes(path, chunk_rows: int, monkeypatch) -> tuple[int, int]:
     """Peaks while rendering: Python/numpy memory (tracemalloc) and Arrow's, sampled per chunk."""
     arrow_peak = [0]
-    accumulate = render.accumulate_histogram_3d
+    accumulate = volume.accumulate_histogram_3d
 
     def spy(*args, **kwargs):
         arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
         return accumulate(*args, **kwargs)
 
-    monkeypatch.setattr(render, "accumulate_histogram_3d", spy)
+    monkeypatch.setattr(volume, "accumulate_histogram_3d", spy)
     arrow_before = pa.total_allocated_bytes()
     tracemalloc.start()
     try:
-        render.render_parquet(path, chunk_rows=chunk_rows)
+        volume.render_parquet(path, chunk_rows=chunk_rows)
         return tracemalloc.get_traced_memory()[1], arrow_peak[0] - arrow_before
     finally:
         tracemalloc.stop()
@@ -233,7 +233,7 @@ def test_blur_preserves_total_counts_even_at_the_edges(sigmas):
     counts[0, 0, 0] = 50  # a corner: half of the Gaussian would leave the volume
     counts[31, 39, 55] = 7
     counts[rng.integers(0, 32, 300), rng.integers(0, 40, 300), rng.integers(0, 56, 300)] += 1
-    out = render.blur(counts, *sigmas)
+    out = volume.blur(counts, *sigmas)
     assert out.dtype == np.float32 and out.shape == SHAPE
     assert out.sum(dtype=np.float64) == pytest.approx(float(counts.sum()), rel=1e-6)
     assert out.min() >= 0
@@ -242,8 +242,8 @@ def test_blur_preserves_total_counts_even_at_the_edges(sigmas):
 def test_blur_with_zero_sigmas_is_identity_and_sigma_is_in_nm():
     counts = np.zeros((3, 41, 41), np.uint32)
     counts[1, 20, 20] = 1000
-    np.testing.assert_array_equal(render.blur(counts, 0.0, 0.0), counts)
-    out = render.blur(counts, 48.0, 0.0, px_nm=24.0, z_bin_nm=50.0)  # sigma = 2 px
+    np.testing.assert_array_equal(volume.blur(counts, 0.0, 0.0), counts)
+    out = volume.blur(counts, 48.0, 0.0, px_nm=24.0, z_bin_nm=50.0)  # sigma = 2 px
     profile = out[1, 20].astype(np.float64)
     var_px2 = np.sum(profile * (np.arange(41) - 20) ** 2) / profile.sum()
     assert var_px2 == pytest.approx(4.0, rel=0.01)
@@ -252,24 +252,24 @@ def test_blur_with_zero_sigmas_is_identity_and_sigma_is_in_nm():
 
 def test_to_uint16_keeps_counts_and_records_the_scale_otherwise():
     counts = np.array([[[0, 1, 65535]]], np.uint32)
-    out, per_level = render.to_uint16(counts)
+    out, per_level = tiff.to_uint16(counts)
     assert out.dtype == np.uint16 and per_level == 1.0
     np.testing.assert_array_equal(out, counts)
     big = np.array([[[0, 1000, 131070]]], np.uint32)
-    out, per_level = render.to_uint16(big)
+    out, per_level = tiff.to_uint16(big)
     assert per_level == pytest.approx(2.0) and out.tolist() == [[[0, 500, 65535]]]
     frac = np.array([[[0.0, 0.25, 2.5]]], np.float32)
-    out, per_level = render.to_uint16(frac)
+    out, per_level = tiff.to_uint16(frac)
     assert out[0, 0, 2] == 65535
     np.testing.assert_allclose(out * per_level, frac, atol=per_level)
     whole = np.array([[[0.0, 3.0]]], np.float32)
-    assert render.to_uint16(whole)[1] == 1.0
+    assert tiff.to_uint16(whole)[1] == 1.0
 
 
 def test_tiff_reads_back_as_zyx_uint16_with_imagej_voxel_size(tmp_path):
     counts = hist([S / 2, S / 2, 3.5 * S], [S / 2, S / 2, 2.5 * S], [0.0, 0.0, 1000.0])
-    path = tmp_path / "render.tif"
-    assert render.write_render_tiff(path, counts, 24.0, 50.0, z_min_nm=-200.0) == 1.0
+    path = tmp_path / "volume.tif"
+    assert tiff.write_render_tiff(path, counts, 24.0, 50.0, z_min_nm=-200.0) == 1.0
     data = tifffile.imread(path)
     assert data.shape == SHAPE and data.dtype == np.uint16
     np.testing.assert_array_equal(data, counts)
@@ -287,9 +287,9 @@ def test_tiff_reads_back_as_zyx_uint16_with_imagej_voxel_size(tmp_path):
 
 
 def test_scaled_tiff_records_counts_per_level(tmp_path):
-    volume = render.blur(hist([S / 2] * 5, [S / 2] * 5, [0.0] * 5), 30.0, 50.0)
+    blurred = volume.blur(hist([S / 2] * 5, [S / 2] * 5, [0.0] * 5), 30.0, 50.0)
     path = tmp_path / "blurred.tif"
-    per_level = render.write_render_tiff(path, volume, 24.0, 50.0)
+    per_level = tiff.write_render_tiff(path, blurred, 24.0, 50.0)
     with tifffile.TiffFile(path) as tif:
         data, ij = tif.asarray(), tif.imagej_metadata
     assert ij["counts_per_level"] == pytest.approx(per_level) and per_level < 1
@@ -306,9 +306,9 @@ def test_depth_coded_rgb_hue_is_mean_z_and_brightness_saturates():
     vol[0, 0, 0] = 4  # z = 100, bright
     vol[1, 0, 1], vol[3, 0, 1] = 2, 2  # mean z = 500, bright
     vol[3, 1, 0] = 1  # z = 700, half as bright
-    rgb = render_png.depth_coded_rgb(vol, zc, z_range_nm=(0.0, 800.0), saturation_percentile=100.0)
+    rgb = png.depth_coded_rgb(vol, zc, z_range_nm=(0.0, 800.0), saturation_percentile=100.0)
     assert rgb.shape == (2, 3, 3) and rgb.dtype == np.uint8
-    cmap = render_png.depth_colormap("turbo")
+    cmap = png.depth_colormap("turbo")
 
     def colour(t, b=1.0):
         return np.rint(np.asarray(cmap(t)[:3]) * b * 255)
@@ -321,40 +321,40 @@ def test_depth_coded_rgb_hue_is_mean_z_and_brightness_saturates():
 
 def test_depth_colormap_skips_the_dark_ends_and_rejects_unknown_names():
     turbo = matplotlib.colormaps["turbo"]
-    lo, hi = render_png.DEPTH_COLORMAP_RANGES["turbo"]
-    np.testing.assert_allclose(render_png.depth_colormap("turbo")(0.0), turbo(lo), atol=1e-2)
-    np.testing.assert_allclose(render_png.depth_colormap("turbo")(1.0), turbo(hi), atol=1e-2)
+    lo, hi = png.DEPTH_COLORMAP_RANGES["turbo"]
+    np.testing.assert_allclose(png.depth_colormap("turbo")(0.0), turbo(lo), atol=1e-2)
+    np.testing.assert_allclose(png.depth_colormap("turbo")(1.0), turbo(hi), atol=1e-2)
     with pytest.raises(ValueError, match="unknown matplotlib colormap 'nope'"):
-        render_png.depth_colormap("nope")
+        png.depth_colormap("nope")
 
 
 def test_png_is_rgb_with_the_image_drawn_one_to_one(tmp_path):
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
-    path = tmp_path / "render.png"
-    size = render_png.write_depth_png(path, rgb, Z_RANGE, 24.0, 1000.0, caption=["demo", "3 localizations"])
+    path = tmp_path / "volume.png"
+    size = png.write_depth_png(path, rgb, Z_RANGE, 24.0, 1000.0, caption=["demo", "3 localizations"])
     with Image.open(path) as im:
         assert im.mode == "RGB"
-        png = np.asarray(im)
-    assert png.shape[:2] == size
+        image = np.asarray(im)
+    assert image.shape[:2] == size
     assert size[0] >= 300 and size[1] > 420 + 80  # room for the colour bar
     # top left: the image itself, unscaled (the scale bar is at the bottom right)
-    np.testing.assert_array_equal(png[:250, :300], rgb[:250, :300])
+    np.testing.assert_array_equal(image[:250, :300], rgb[:250, :300])
     # the scale bar: 1000 nm / 24 nm ~ 42 white pixels, 4% of 300 px from the corner
-    assert (png[300 - 12 - 1, 420 - 12 - 42 : 420 - 12] == 255).all()
+    assert (image[300 - 12 - 1, 420 - 12 - 42 : 420 - 12] == 255).all()
     # colour bar: saturated colours in the panel
-    panel = png[:, 430:].astype(int)
+    panel = image[:, 430:].astype(int)
     assert (panel.max(axis=2) - panel.min(axis=2) > 100).sum() > 1000
     assert not list(tmp_path.glob(".*tmp*"))
 
 
 def test_small_png_is_enlarged_and_scale_bar_adapts(tmp_path):
     rgb = np.zeros((40, 40, 3), np.uint8)
-    size = render_png.write_depth_png(tmp_path / "s.png", rgb, Z_RANGE, 24.0, 1000.0)
+    size = png.write_depth_png(tmp_path / "s.png", rgb, Z_RANGE, 24.0, 1000.0)
     assert size[0] >= 7 * 40  # 40 px shown x7 (>= 256 px)
-    assert render_png.nice_scale_bar_nm(960.0) == 100.0
-    assert render_png.nice_scale_bar_nm(18432.0) == 2000.0
-    assert render_png.nice_scale_bar_nm(6000.0) == 1000.0
+    assert png.nice_scale_bar_nm(960.0) == 100.0
+    assert png.nice_scale_bar_nm(18432.0) == 2000.0
+    assert png.nice_scale_bar_nm(6000.0) == 1000.0
 
 
 def test_render_movie_writes_tiff_and_png(tmp_path):
@@ -363,7 +363,7 @@ def test_render_movie_writes_tiff_and_png(tmp_path):
     x, y, z = FIELD[0] * (0.1 + 0.8 * t), FIELD[1] * (0.5 + 0.3 * np.sin(6 * t)), -100 + 1400 * t
     src = tmp_path / "movie.parquet"
     write_locs(src, x, y, z, row_group_size=1000)
-    out = render.render_movie(
+    out = movie.render_movie(
         src, tmp_path / "r.tif", tmp_path / "r.png", blur_sigma_nm=(20.0, 50.0), chunk_rows=512
     )
     assert out.n_rows == 3000 and out.n_dropped == 0

@@ -1,4 +1,4 @@
-"""Run summary of a batch (voxloc.runs) on hand-made headers, Parquet files and benchmarks."""
+"""Run summary of a batch (voxloc.evaluation.run_summary) on hand-made headers, Parquet files and benchmarks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from voxloc import runs
+from voxloc.evaluation import run_summary
 
 #: a Snakemake benchmark file: header and one row per repeat
 BENCH_HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
@@ -37,9 +37,9 @@ def write_movie(root: Path, movie: str, n_frames: int, n_locs: int) -> tuple[Pat
 
 
 def test_chunk_benchmarks_one_file_per_chunk():
-    files = runs.chunk_benchmarks("b/{movie}/chunk-{chunk}.tsv", "m1", n_frames=12, chunk_frames=5)
+    files = run_summary.chunk_benchmarks("b/{movie}/chunk-{chunk}.tsv", "m1", n_frames=12, chunk_frames=5)
     assert files == [Path("b/m1/chunk-0000.tsv"), Path("b/m1/chunk-0001.tsv"), Path("b/m1/chunk-0002.tsv")]
-    assert runs.chunk_benchmarks("b/{movie}/chunk-{chunk}.tsv", "m1", 10, 5)[-1] == Path(
+    assert run_summary.chunk_benchmarks("b/{movie}/chunk-{chunk}.tsv", "m1", 10, 5)[-1] == Path(
         "b/m1/chunk-0001.tsv"
     )
 
@@ -47,23 +47,23 @@ def test_chunk_benchmarks_one_file_per_chunk():
 def test_benchmark_totals_sum_time_and_take_the_peak_memory(tmp_path):
     write_bench(tmp_path / "a.tsv", [(1.5, 300.0)])
     write_bench(tmp_path / "b.tsv", [(2.0, 410.5), (3.0, 120.0)])  # repeat(): mean 2.5 s
-    seconds, rss = runs.benchmark_totals([tmp_path / "a.tsv", tmp_path / "b.tsv"])
+    seconds, rss = run_summary.benchmark_totals([tmp_path / "a.tsv", tmp_path / "b.tsv"])
     assert seconds == pytest.approx(4.0)
     assert rss == pytest.approx(410.5)
-    seconds, rss = runs.benchmark_totals([])
+    seconds, rss = run_summary.benchmark_totals([])
     assert seconds == 0.0 and math.isnan(rss)
 
 
 def test_benchmark_totals_are_nan_when_a_file_is_missing(tmp_path):
     write_bench(tmp_path / "a.tsv", [(1.5, 300.0)])
-    seconds, rss = runs.benchmark_totals([tmp_path / "a.tsv", tmp_path / "gone.tsv"])
+    seconds, rss = run_summary.benchmark_totals([tmp_path / "a.tsv", tmp_path / "gone.tsv"])
     assert math.isnan(seconds) and math.isnan(rss)
 
 
 def test_benchmark_with_unavailable_memory_reads_as_nan_memory(tmp_path):
     path = tmp_path / "a.tsv"
     path.write_text(BENCH_HEADER + "2.0\t0:00:02\t-\t-\t-\t-\t-\t-\t-\t-\n")
-    seconds, rss = runs.benchmark_totals([path])
+    seconds, rss = run_summary.benchmark_totals([path])
     assert seconds == 2.0 and math.isnan(rss)
 
 
@@ -80,7 +80,9 @@ def test_summarize_movie_counts_frames_localizations_and_job_time(tmp_path, monk
     monkeypatch.setattr(pq, "read_table", no_full_read)
     monkeypatch.setattr(pd, "read_parquet", no_full_read)
     outputs = {"localizations": str(locs), "render_png": "results/render/m1.png"}
-    row = runs.summarize_movie(m := "m1", info, locs, chunk_frames=6, benchmark=pattern, outputs=outputs)
+    row = run_summary.summarize_movie(
+        m := "m1", info, locs, chunk_frames=6, benchmark=pattern, outputs=outputs
+    )
     assert row == {
         "movie": m,
         "n_frames": 12,
@@ -95,7 +97,9 @@ def test_summarize_movie_counts_frames_localizations_and_job_time(tmp_path, monk
 
 def test_summarize_movie_without_benchmarks_has_no_time(tmp_path):
     info, locs = write_movie(tmp_path, "m1", n_frames=12, n_locs=0)
-    row = runs.summarize_movie("m1", info, locs, chunk_frames=6, benchmark=PATTERN.format(root=tmp_path))
+    row = run_summary.summarize_movie(
+        "m1", info, locs, chunk_frames=6, benchmark=PATTERN.format(root=tmp_path)
+    )
     assert row["n_localizations"] == 0 and row["n_chunks"] == 2
     assert math.isnan(row["localize_job_s"]) and math.isnan(row["frames_per_job_s"])
 
@@ -107,12 +111,14 @@ def test_write_run_summary_round_trips_one_row_per_movie(tmp_path):
         pattern = PATTERN.format(root=tmp_path)
         write_bench(Path(pattern.format(movie=movie, chunk="0000")), [(2.0, 100.0)])
         rows.append(
-            runs.summarize_movie(movie, info, locs, chunk_frames=10, benchmark=pattern, outputs={"x": "p"})
+            run_summary.summarize_movie(
+                movie, info, locs, chunk_frames=10, benchmark=pattern, outputs={"x": "p"}
+            )
         )
     out = tmp_path / "results/run_summary.tsv"
-    runs.write_run_summary(rows, out)
+    run_summary.write_run_summary(rows, out)
     table = pd.read_csv(out, sep="\t")
-    assert list(table.columns) == [*runs.RUN_COLUMNS, "x"]
+    assert list(table.columns) == [*run_summary.RUN_COLUMNS, "x"]
     assert table["movie"].tolist() == ["a", "b"]
     assert table["n_localizations"].tolist() == [5, 9]
     assert table["frames_per_job_s"].tolist() == [5.0, 5.0]
@@ -121,5 +127,5 @@ def test_write_run_summary_round_trips_one_row_per_movie(tmp_path):
 
 def test_write_run_summary_of_no_movie_has_the_header(tmp_path):
     out = tmp_path / "s.tsv"
-    runs.write_run_summary([], out)
-    assert out.read_text().strip().split("\t") == list(runs.RUN_COLUMNS)
+    run_summary.write_run_summary([], out)
+    assert out.read_text().strip().split("\t") == list(run_summary.RUN_COLUMNS)

@@ -8,13 +8,22 @@ import pandas as pd
 import pytest
 import tifffile
 
-from voxloc import __version__, shards
+from voxloc import __version__
 from voxloc.errors import InputError
 from voxloc.io import atomic_output, write_tiff
-from voxloc.noise import NoiseModel
-from voxloc.psf import PSFParams
-from voxloc.shards import read_settings, read_shard, shard_attrs, shard_length, simulate_shard, write_shard
-from voxloc.simulate import SimulationSettings, simulate_frames
+from voxloc.physics.noise import NoiseModel
+from voxloc.physics.psf import PSFParams
+from voxloc.simulation import shards
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.shards import (
+    read_settings,
+    read_shard,
+    shard_attrs,
+    shard_length,
+    simulate_shard,
+    write_shard,
+)
+from voxloc.simulation.simulate import simulate_frames
 from voxloc.voxels import VoxelGrid
 
 N_FRAMES = 6
@@ -156,7 +165,7 @@ def test_read_settings_round_trip(tmp_path):
 
 
 def test_noise_none_shard_is_expected_image(tmp_path):
-    from voxloc.simulate import expected_frames
+    from voxloc.simulation.simulate import expected_frames
 
     st = SimulationSettings(grid=VoxelGrid(6, 6), noise=NoiseModel("none"), n_molecules=(2, 2))
     sim = make(tmp_path / "s.h5", settings=st, n=3)
@@ -172,7 +181,7 @@ def test_batched_simulation_numbers_frames(tmp_path, monkeypatch):
     st = SimulationSettings(grid=VoxelGrid(6, 6), noise=NoiseModel("none"), n_molecules=(2, 2))
     sim = make(path, settings=st, n=7)
     np.testing.assert_array_equal(np.bincount(sim.emitters["frame"], minlength=7), 2)
-    from voxloc.simulate import expected_frames
+    from voxloc.simulation.simulate import expected_frames
 
     np.testing.assert_array_equal(sim.frames, expected_frames(sim.emitters, sim.drift_nm, st))
 

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from voxloc.noise import NoiseModel
-from voxloc.psf import PSFParams
-from voxloc.simulate import (
+from voxloc.physics.noise import NoiseModel
+from voxloc.physics.psf import PSFParams
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.simulate import (
     EMITTER_COLUMNS,
-    SimulationSettings,
     expected_frames,
     sample_drift,
     sample_emitters,

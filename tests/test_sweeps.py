@@ -1,4 +1,4 @@
-"""Density and speed sweeps (voxloc.sweeps) and their figures (voxloc.sweep_plots).
+"""Density and speed sweeps (voxloc.evaluation.sweeps) and their figures (voxloc.evaluation.sweep_plots).
 
 Numbers are checked on hand-made inputs (density, matched errors, their spread, the ADU
 round trip of the speed movies); the sweeps themselves run on a tiny untrained network,
@@ -16,14 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from voxloc import sweep_plots, sweeps
 from voxloc.errors import ConfigError, InputError
-from voxloc.evaluate import match_tables, summary
-from voxloc.model import build_model, save_checkpoint
-from voxloc.movies import open_movie
-from voxloc.noise import NoiseModel
-from voxloc.shards import settings_to_dict
-from voxloc.simulate import SimulationSettings, simulate_frames
+from voxloc.evaluation import sweep_plots, sweeps
+from voxloc.evaluation.matching import match_tables, summary
+from voxloc.localization.movies import open_movie
+from voxloc.network.model import build_model, save_checkpoint
+from voxloc.physics.noise import NoiseModel
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.shards import settings_to_dict
+from voxloc.simulation.simulate import simulate_frames
 from voxloc.voxels import VoxelGrid
 
 SETTINGS = SimulationSettings(grid=VoxelGrid(16, 16), n_molecules=(4, 4))

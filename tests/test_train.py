@@ -12,15 +12,16 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
-from voxloc.data import BatchKey, EpochBatches, ShardBatches, to_photons  # noqa: E402
-from voxloc.loss import voxel_loss  # noqa: E402
-from voxloc.model import build_model, load_checkpoint, normalise, read_checkpoint  # noqa: E402
-from voxloc.noise import NoiseModel  # noqa: E402
-from voxloc.shards import read_shard, simulate_shard  # noqa: E402
-from voxloc.simulate import SimulationSettings  # noqa: E402
-from voxloc.train import Preempted, train_model  # noqa: E402
-from voxloc.validation import LOG_COLUMNS  # noqa: E402
-from voxloc.voxels import VoxelGrid, encode  # noqa: E402
+from voxloc.network.batches import BatchKey, EpochBatches, ShardBatches
+from voxloc.network.loss import voxel_loss
+from voxloc.network.model import build_model, load_checkpoint, read_checkpoint
+from voxloc.network.normalise import normalise
+from voxloc.network.train import Preempted, train_model
+from voxloc.network.validation import LOG_COLUMNS
+from voxloc.physics.noise import NoiseModel, to_photons
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.shards import read_shard, simulate_shard
+from voxloc.voxels import VoxelGrid, encode
 
 NORM = {"method": "median_background", "scale_photons": 100.0}
 OPTIONS = {

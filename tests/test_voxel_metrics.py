@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from voxloc.noise import NoiseModel
-from voxloc.psf import PSFParams
-from voxloc.shards import read_shard, simulate_shard
-from voxloc.simulate import SimulationSettings
-from voxloc.voxel_metrics import adjacency_breakdown, confusion, evaluate_shards
+from voxloc.evaluation.voxel_metrics import adjacency_breakdown, confusion, evaluate_shards
+from voxloc.physics.noise import NoiseModel
+from voxloc.physics.psf import PSFParams
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.shards import read_shard, simulate_shard
 from voxloc.voxels import VoxelGrid, encode
 
 SHAPE = (2, 4, 8, 8)  # T, P, H, W

@@ -30,11 +30,12 @@ import yaml
 from PIL import Image
 
 import voxloc
-from voxloc import calibrate, shards
-from voxloc.evaluate import Summary
+from voxloc.calibration import files
+from voxloc.evaluation.matching import Summary
 from voxloc.locs import LOC_SCHEMA, read_locs_metadata
-from voxloc.model import load_checkpoint
-from voxloc.validation import LOG_COLUMNS
+from voxloc.network.model import load_checkpoint
+from voxloc.network.validation import LOG_COLUMNS
+from voxloc.simulation import shards
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "workflow" / "config.yaml"
@@ -192,12 +193,12 @@ def assert_png(path: Path, mode: str | None = None) -> None:
 
 def test_calibration_outputs_parse(run):
     cal = run / "results/calibration"
-    matrices = calibrate.load_affine(cal / "affine.yaml")
+    matrices = files.load_affine(cal / "affine.yaml")
     assert len(matrices) == 4
     np.testing.assert_allclose(matrices[0], np.eye(3))
     for m in matrices:
         assert m.shape == (3, 3) and np.isfinite(m).all()
-    psf, planes = calibrate.load_psf(cal / "psf.yaml")
+    psf, planes = files.load_psf(cal / "psf.yaml")
     assert psf.r0_nm > 0 and psf.D_nm > 0
     assert len(planes) == 4 and planes[0] == 0 and np.all(np.diff(planes) > 0)
     for name in ("affine_qc.png", "psf_qc.png"):
@@ -212,7 +213,7 @@ def test_model_loads_and_log_has_one_row_per_epoch(run):
     assert model.meta["arch"]["widths"] == [4, 4]
     assert model.meta["epochs_done"] == 1
     # trained for the bead calibration's planes (psf.source: calibration)
-    _, planes = calibrate.load_psf(run / "results/calibration/psf.yaml")
+    _, planes = files.load_psf(run / "results/calibration/psf.yaml")
     np.testing.assert_allclose(model.meta["grid"]["plane_z_nm"], planes)
     log = pd.read_csv(model_dir / "log.csv")
     assert list(log.columns) == list(LOG_COLUMNS)
@@ -235,7 +236,7 @@ def test_localizations_parquet_schema_and_metadata(run, movie):
     assert documented <= set(meta), sorted(documented - set(meta))
     assert "frame_range" not in meta  # a chunk's key, dropped by the merge
     assert meta["px_size_nm"] == PX_NM
-    _, planes = calibrate.load_psf(run / "results/calibration/psf.yaml")
+    _, planes = files.load_psf(run / "results/calibration/psf.yaml")
     np.testing.assert_allclose(meta["plane_z_nm"], planes)
     assert meta["tau"] == 0.5
     model_bytes = (run / "results/models/quick/model.pt").read_bytes()

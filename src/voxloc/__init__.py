@@ -9,4 +9,4 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.1.0+src"
 
-__all__ = ["__version__"]
+__all__ = []

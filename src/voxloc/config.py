@@ -4,7 +4,6 @@ translation of config sections into library objects (simulation settings)."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,20 +14,10 @@ import yaml
 from voxloc.errors import ConfigError
 
 if TYPE_CHECKING:  # the workflow imports this module at parse time: keep it light
-    from voxloc.psf import PSFParams
-    from voxloc.simulate import SimulationSettings
+    pass
 
-__all__ = [
-    "load_schema",
-    "validate",
-    "load_config",
-    "load_samples",
-    "simulation_settings",
-    "PLANE_COLUMNS",
-    "chunk_ranges",
-]
+__all__ = ["load_schema", "validate", "load_config", "load_samples", "chunk_ranges"]
 
-PLANE_COLUMNS = ("plane1", "plane2", "plane3", "plane4")
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
 
@@ -141,55 +130,6 @@ def load_samples(path: str | Path, schema: str | Path | None = None) -> pd.DataF
     if len(dup):
         raise ConfigError(f"{path}: movie id {dup.iloc[0]!r} appears more than once")
     return samples.set_index("movie", drop=False)
-
-
-def simulation_settings(
-    grid_cfg: Mapping,
-    psf_cfg: Mapping,
-    sim_cfg: Mapping,
-    dataset: str | None = None,
-    *,
-    psf: PSFParams | None = None,
-    plane_z_nm: tuple[float, ...] | None = None,
-) -> SimulationSettings:
-    """SimulationSettings from the validated ``grid``, ``psf`` and ``simulation`` sections.
-
-    ``psf`` and ``plane_z_nm`` override the config (e.g. with a bead calibration);
-    ``dataset`` applies that dataset's overrides (``n_molecules``).
-    """
-    n_mol = sim_cfg["n_molecules"]
-    if dataset is not None:
-        datasets = sim_cfg["datasets"]
-        if dataset not in datasets:
-            raise ConfigError(f"config: simulation.datasets has no dataset {dataset!r}")
-        n_mol = datasets[dataset].get("n_molecules", n_mol)
-    try:
-        return _settings(grid_cfg, psf_cfg, sim_cfg, n_mol, psf, plane_z_nm)
-    except ValueError as exc:
-        raise ConfigError(f"config: {exc}") from None
-
-
-def _settings(grid_cfg, psf_cfg, sim_cfg, n_mol, psf, plane_z_nm) -> SimulationSettings:
-    from voxloc.noise import NoiseModel
-    from voxloc.psf import PSFParams
-    from voxloc.simulate import SimulationSettings
-    from voxloc.voxels import VoxelGrid
-
-    height, width = sim_cfg["frame_size"]
-    return SimulationSettings(
-        grid=VoxelGrid(
-            int(height),
-            int(width),
-            float(grid_cfg["px_size_nm"]),
-            tuple(plane_z_nm if plane_z_nm is not None else grid_cfg["plane_z_nm"]),
-        ),
-        psf=psf if psf is not None else PSFParams.from_dict(psf_cfg["table2"]),
-        noise=NoiseModel(kind=sim_cfg["noise"], **sim_cfg["noise_params"]),
-        n_molecules=(int(n_mol[0]), int(n_mol[1])),
-        weight_range=(float(sim_cfg["weight_range"][0]), float(sim_cfg["weight_range"][1])),
-        drift_max_nm=float(sim_cfg["drift_max_nm"]),
-        integrate_pixels=bool(psf_cfg["integrate_pixels"]),
-    )
 
 
 def chunk_ranges(n_frames: int, chunk_frames: int) -> list[tuple[int, int]]:

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import tifffile
 import yaml
+
+from voxloc.errors import InputError
 
 __all__ = [
     "atomic_output",
@@ -110,3 +113,17 @@ def iter_parquet_batches(pf, batch_rows: int, columns: list[str] | None = None):
     """
     for group in range(pf.num_row_groups):
         yield from pf.iter_batches(batch_size=batch_rows, columns=columns, row_groups=[group])
+
+
+def open_tiff(path: Path) -> tifffile.TiffFile:
+    """Open a TIFF, or raise a one-line InputError naming it (missing, unreadable, empty)."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    try:
+        tif = tifffile.TiffFile(path)
+    except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
+        raise InputError(f"{path}: not a readable TIFF ({exc})".splitlines()[0]) from None
+    if not tif.series:
+        tif.close()
+        raise InputError(f"{path}: TIFF holds no image series")
+    return tif

@@ -5,7 +5,7 @@ camera-1 geometry (pixel (i, j) centred at ((j + 0.5) s, (i + 0.5) s)), ``prob``
 network's ĉ, float32) and the voxel indices ``plane``, ``row``, ``col``. Parquet files carry
 key-value metadata (pixel size, plane positions, τ, model hash, voxloc version, source
 files). Here: the schema, that metadata, merging chunk files, and the export to Picasso's
-HDF5 + YAML. The tables are made by :mod:`voxloc.localize`.
+HDF5 + YAML. The tables are made by :mod:`voxloc.localization.localize`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-# Batch runs over the sample sheet (voxloc.runs): one table of every movie of the run with
+# Batch runs over the sample sheet (voxloc.evaluation.run_summary): one table of every movie of the run with
 # its frame count, localization count, localization job time and output paths. It is made
 # once every movie is done: a rerun after new rows rebuilds it (it lists all movies).
 

@@ -1,4 +1,4 @@
-# Bead calibration at the head of the chain (voxloc.calibrate, Aritake et al. 2020 Sect. 2.2,
+# Bead calibration at the head of the chain (voxloc.calibration.calibrate, Aritake et al. 2020 Sect. 2.2,
 # 4.1): the affine registration of cameras 2-4 onto camera 1, then the PSF of Table 2 and the
 # measured plane positions. Inputs: the bead z-stacks of config `calibration.beads`
 # (get_bead_tiffs in common.smk). `config` is validated by common.smk.

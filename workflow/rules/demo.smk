@@ -1,4 +1,4 @@
-# Built-in demo data from the "true microscope" of config `demo` (voxloc.demo): bead z-stacks
+# Built-in demo data from the "true microscope" of config `demo` (voxloc.simulation.demo): bead z-stacks
 # and two STORM movies, one per input layout. `config` is validated by the Snakefile.
 
 

@@ -1,4 +1,4 @@
-# Evaluation against ground truth (voxloc.evaluate, voxloc.crlb, voxloc.voxel_metrics):
+# Evaluation against ground truth (voxloc.evaluation.evaluate, voxloc.physics.crlb, voxloc.evaluation.voxel_metrics):
 # per movie with a ground truth in the sample sheet, the localization-level metrics and the
 # Cramér-Rao bound; on the validation shards, the voxel-level Tables 4-5 of the paper.
 

@@ -1,4 +1,4 @@
-# Density and speed sweeps of the trained model (voxloc.sweeps; paper Sect. 4.2, Figs. 7-9):
+# Density and speed sweeps of the trained model (voxloc.evaluation.sweeps; paper Sect. 4.2, Figs. 7-9):
 # metrics against the number of molecules per simulated frame, and localization speed
 # against the image size, reading a TIFF from disk and writing Parquet.
 

@@ -1,0 +1,248 @@
+"""HDF5 shards of simulated training frames: seeding, writing, reading.
+
+Layout of ``shard-NNNN.h5``:
+
+* ``frames``   (N, P, H, W) float32, one frame per chunk, compressed;
+* ``emitters`` compound table (frame int32, x_nm, y_nm, z_nm, weight float32), camera-1 nm;
+* ``emitter_offsets`` (N + 1,) int64: the emitters of frame t are rows
+  ``offsets[t]:offsets[t + 1]`` (the table is sorted by frame), for random access;
+* ``drift_nm`` (N, P, 2) float32, the lateral drift Δk of each plane (Eq. 7), Δ1 = 0;
+* root attributes: every simulation, PSF and noise parameter (``psf.*``, ``noise.*``,
+  ``grid.*``, ``sim.*``), ``settings_json`` (all of them as one JSON document), ``seed``,
+  ``seed_entropy``, ``dataset``, ``shard_index``, ``n_frames``, ``voxloc_version``.
+
+Seeds derive from (global seed, dataset name, shard index) through ``numpy.random.SeedSequence``,
+so one shard can be re-made on its own and gives identical arrays, and shards differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from voxloc import __version__
+from voxloc.errors import InputError
+from voxloc.io import atomic_output
+from voxloc.physics.noise import NoiseModel
+from voxloc.physics.psf import PSFParams
+from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.simulate import EMITTER_COLUMNS, SimulatedFrames, simulate_frames
+from voxloc.voxels import VoxelGrid
+
+__all__ = [
+    "shard_seed_sequence",
+    "simulate_shard",
+    "write_shard",
+    "read_shard",
+    "read_settings",
+    "shard_length",
+    "shard_attrs",
+]
+
+log = logging.getLogger(__name__)
+
+#: frames simulated per step while writing a shard (fixed: part of what a seed reproduces)
+SIM_BATCH = 1000
+REQUIRED = ("frames", "emitters", "emitter_offsets", "drift_nm")
+
+
+def shard_seed_sequence(global_seed: int, dataset: str, index: int) -> np.random.SeedSequence:
+    """SeedSequence of one shard from (global seed, dataset name, shard index)."""
+    name = int.from_bytes(hashlib.sha256(dataset.encode()).digest()[:8], "little")
+    return np.random.SeedSequence([int(global_seed), name, int(index)])
+
+
+def settings_to_dict(settings: SimulationSettings) -> dict:
+    """Settings as plain JSON-able data (the inverse of :func:`settings_from_dict`)."""
+    grid = settings.grid
+    return {
+        "grid": {
+            "height": grid.height,
+            "width": grid.width,
+            "px_size_nm": grid.px_size_nm,
+            "plane_z_nm": list(grid.plane_z_nm),
+        },
+        "psf": settings.psf.to_dict(),
+        "noise": settings.noise.to_dict(),
+        "sim": {
+            "n_molecules": list(settings.n_molecules),
+            "weight_range": list(settings.weight_range),
+            "drift_max_nm": settings.drift_max_nm,
+            "integrate_pixels": settings.integrate_pixels,
+        },
+    }
+
+
+def settings_from_dict(d: dict) -> SimulationSettings:
+    g = d["grid"]
+    s = d["sim"]
+    return SimulationSettings(
+        grid=VoxelGrid(int(g["height"]), int(g["width"]), float(g["px_size_nm"]), tuple(g["plane_z_nm"])),
+        psf=PSFParams.from_dict(d["psf"]),
+        noise=NoiseModel(**d["noise"]),
+        n_molecules=tuple(int(v) for v in s["n_molecules"]),
+        weight_range=tuple(float(v) for v in s["weight_range"]),
+        drift_max_nm=float(s["drift_max_nm"]),
+        integrate_pixels=bool(s["integrate_pixels"]),
+    )
+
+
+def _create(h5: h5py.File, settings: SimulationSettings, n_frames: int, compression: str | None) -> None:
+    g = settings.grid
+    h5.create_dataset(
+        "frames",
+        shape=(n_frames, g.n_planes, g.height, g.width),
+        dtype=np.float32,
+        chunks=(1, g.n_planes, g.height, g.width) if n_frames else None,
+        compression=compression if n_frames else None,
+        shuffle=bool(compression) and n_frames > 0,
+    )
+    h5["frames"].attrs["axes"] = "TPYX"
+    h5["frames"].attrs["units"] = "ADU" if settings.noise.kind == "physical" else "photons"
+    h5.create_dataset("drift_nm", shape=(n_frames, g.n_planes, 2), dtype=np.float32)
+    h5["drift_nm"].attrs["axes"] = "TP(x,y)"
+    dtype = np.dtype(list(EMITTER_COLUMNS.items()))
+    h5.create_dataset("emitters", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
+    h5["emitters"].attrs["units"] = "frame: index; x_nm, y_nm, z_nm: nm (camera 1); weight: 1"
+
+
+def _append_emitters(ds: h5py.Dataset, table: pd.DataFrame) -> None:
+    rec = np.empty(len(table), dtype=ds.dtype)
+    for name in ds.dtype.names:
+        rec[name] = table[name].to_numpy()
+    n = ds.shape[0]
+    ds.resize((n + rec.size,))
+    ds[n:] = rec
+
+
+def _write_offsets(h5: h5py.File, n_frames: int) -> None:
+    frame = h5["emitters"]["frame"]
+    if np.any(np.diff(frame) < 0):
+        raise ValueError("emitters must be sorted by frame")
+    offsets = np.searchsorted(frame, np.arange(n_frames + 1), side="left").astype(np.int64)
+    h5.create_dataset("emitter_offsets", data=offsets)
+
+
+def _write_attrs(h5: h5py.File, settings: SimulationSettings, extra: dict) -> None:
+    d = settings_to_dict(settings)
+    for group, values in d.items():
+        for key, value in values.items():
+            h5.attrs[f"{group}.{key}"] = value
+    h5.attrs["settings_json"] = json.dumps(d)
+    h5.attrs["voxloc_version"] = __version__
+    for key, value in extra.items():
+        h5.attrs[key] = value
+
+
+def write_shard(
+    path: str | Path,
+    sim: SimulatedFrames,
+    settings: SimulationSettings,
+    *,
+    compression: str | None = "lzf",
+    **attrs,
+) -> None:
+    """Write already simulated frames as a shard (atomically: temp file, then rename)."""
+    n_frames = sim.frames.shape[0]
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        _create(h5, settings, n_frames, compression)
+        h5["frames"][...] = sim.frames
+        h5["drift_nm"][...] = sim.drift_nm
+        _append_emitters(h5["emitters"], sim.emitters.sort_values("frame", kind="stable"))
+        _write_offsets(h5, n_frames)
+        _write_attrs(h5, settings, {"n_frames": n_frames, **attrs})
+
+
+def simulate_shard(
+    path: str | Path,
+    n_frames: int,
+    settings: SimulationSettings,
+    *,
+    seed: int,
+    dataset: str,
+    index: int,
+    compression: str | None = "lzf",
+) -> None:
+    """Simulate ``n_frames`` frames seeded from (seed, dataset, index) into an HDF5 shard.
+
+    Frames are made and written SIM_BATCH at a time, so memory stays small for any shard
+    size. The file appears under its final name only when complete.
+    """
+    seq = shard_seed_sequence(seed, dataset, index)
+    rng = np.random.default_rng(seq)
+    with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+        _create(h5, settings, n_frames, compression)
+        for start in range(0, n_frames, SIM_BATCH):
+            n = min(SIM_BATCH, n_frames - start)
+            sim = simulate_frames(n, settings, rng)
+            h5["frames"][start : start + n] = sim.frames
+            h5["drift_nm"][start : start + n] = sim.drift_nm
+            sim.emitters["frame"] += start
+            _append_emitters(h5["emitters"], sim.emitters)
+            log.info("shard %s: %d/%d frames", Path(path).name, start + n, n_frames)
+        _write_offsets(h5, n_frames)
+        _write_attrs(
+            h5,
+            settings,
+            {
+                "n_frames": n_frames,
+                "seed": int(seed),
+                "seed_entropy": json.dumps([int(v) for v in seq.entropy]),
+                "dataset": dataset,
+                "shard_index": int(index),
+            },
+        )
+
+
+def _open(path: str | Path) -> h5py.File:
+    try:
+        h5 = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InputError(f"{path}: shard not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 shard ({exc.__class__.__name__})") from None
+    missing = [k for k in REQUIRED if k not in h5]
+    if missing or "settings_json" not in h5.attrs:
+        h5.close()
+        what = ", ".join(missing) if missing else "attribute settings_json"
+        raise InputError(f"{path}: not a voxloc shard (missing {what})")
+    return h5
+
+
+def shard_length(path: str | Path) -> int:
+    """Number of frames in a shard."""
+    with _open(path) as h5:
+        return int(h5["frames"].shape[0])
+
+
+def read_settings(path: str | Path) -> SimulationSettings:
+    """The simulation settings a shard was made with."""
+    with _open(path) as h5:
+        return settings_from_dict(json.loads(h5.attrs["settings_json"]))
+
+
+def read_shard(path: str | Path, start: int = 0, stop: int | None = None) -> SimulatedFrames:
+    """Frames [start, stop) of a shard with their emitters (frame renumbered from 0) and drift."""
+    with _open(path) as h5:
+        n = h5["frames"].shape[0]
+        stop = n if stop is None else min(stop, n)
+        start = min(start, stop)
+        frames = h5["frames"][start:stop]
+        drift = h5["drift_nm"][start:stop]
+        offsets = h5["emitter_offsets"]
+        rec = h5["emitters"][offsets[start] : offsets[stop]]
+    table = pd.DataFrame({name: rec[name] for name in EMITTER_COLUMNS})
+    table["frame"] -= start
+    return SimulatedFrames(frames=frames, emitters=table, drift_nm=drift)
+
+
+def shard_attrs(path: str | Path) -> dict:
+    """Root attributes of a shard as plain Python values."""
+    with _open(path) as h5:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
