@@ -41,12 +41,10 @@ def simulate_truth_movie(path: Path, model_path: str, n_frames: int, size: int, 
     """Write the movie (uint16 TIFF, T x 4 x size x size) and return its ground truth table."""
     from voxloc.network.model import read_checkpoint
     from voxloc.simulation.shards import settings_from_dict
-    from voxloc.voxels import VoxelGrid
 
     settings = settings_from_dict(read_checkpoint(model_path)["meta"]["simulation"])
-    g = settings.grid
-    grid = VoxelGrid(size, size, g.px_size_nm, g.plane_z_nm)
-    return simulate_movie(path, dataclasses.replace(settings, grid=grid), n_frames, density, seed)[0]
+    sized = dataclasses.replace(settings, height=size, width=size)
+    return simulate_movie(path, sized, n_frames, density, seed)[0]
 
 
 def localize_once(movie: Path, model_path: str, out: Path, v: dict, regs: list[np.ndarray], device: str):

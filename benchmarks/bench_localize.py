@@ -46,10 +46,10 @@ from common import registrations, write_movie_tiff
 def write_movie(path: Path, n_frames: int, size: int, seed: int = 0) -> None:
     """A T x 4 x size x size uint16 TIFF (ADU) at the paper's density: 200 simulated frames
     repeated, written frame by frame (never whole in memory)."""
+    from voxloc.physics.microscope import Microscope
     from voxloc.physics.noise import NoiseModel
     from voxloc.simulation.settings import SimulationSettings
     from voxloc.simulation.simulate import simulate_frames
-    from voxloc.voxels import VoxelGrid
 
     density = 50 / 64**2  # the paper's: M = 50 on 64 x 64
     m = int(round(density * size * size))
@@ -62,7 +62,7 @@ def write_movie(path: Path, n_frames: int, size: int, seed: int = 0) -> None:
         baseline_adu=100,
         quantize=True,
     )
-    settings = SimulationSettings(grid=VoxelGrid(size, size), noise=camera, n_molecules=(m, m))
+    settings = SimulationSettings(Microscope(noise=camera), height=size, width=size, n_molecules=(m, m))
     pool = simulate_frames(min(n_frames, 200), settings, np.random.default_rng(seed)).frames.astype(np.uint16)
     write_movie_tiff(path, (pool[t % len(pool)] for t in range(n_frames)), (n_frames, 4, size, size))
 
@@ -140,11 +140,9 @@ def child(args: argparse.Namespace) -> None:
         name="bench",
         offset_adu=100,
         adu_per_photon=4,
-        tau=0.5,
-        batch_frames=batch,
-        device=args.device,
-        precision=args.precision,
-        prefetch=args.prefetch,
+        options=localize.LocalizeOptions(
+            tau=0.5, batch_frames=batch, device=args.device, precision=args.precision, prefetch=args.prefetch
+        ),
     )
     regs = registrations(args.registration)
     out = Path(args.workdir) / "locs.parquet"
@@ -161,7 +159,7 @@ def child(args: argparse.Namespace) -> None:
     # which Linux carries across fork and exec)
     status = Path("/proc/self/status").read_text().splitlines()
     hwm_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    meta = locs.read_locs_metadata(Path(args.workdir) / "locs.parquet")
+    meta = locs.read_metadata(Path(args.workdir) / "locs.parquet")
     figures = {
         "seconds": dt,
         "startup_s": startup,

@@ -247,23 +247,20 @@ def simulation_settings(model_path: str, psf_source: str, size: int):
     import dataclasses
 
     from voxloc.network.model import read_checkpoint
+    from voxloc.physics.microscope import Microscope
     from voxloc.physics.noise import NoiseModel
     from voxloc.physics.psf import TABLE2
     from voxloc.simulation.settings import SimulationSettings
     from voxloc.simulation.shards import settings_from_dict
-    from voxloc.voxels import VoxelGrid
 
     meta = read_checkpoint(model_path)["meta"]
     if psf_source == "model" and "simulation" in meta:
         settings = settings_from_dict(meta["simulation"])
     else:
         g = meta["grid"]
-        settings = SimulationSettings(
-            grid=VoxelGrid(64, 64, g["px_size_nm"], tuple(g["plane_z_nm"])), psf=TABLE2
-        )
-    g = settings.grid
-    grid = VoxelGrid(size, size, g.px_size_nm, g.plane_z_nm)
-    return dataclasses.replace(settings, grid=grid, noise=NoiseModel(kind="paper"))
+        settings = SimulationSettings(Microscope(TABLE2, tuple(g["plane_z_nm"]), g["px_size_nm"]))
+    physics = dataclasses.replace(settings.physics, noise=NoiseModel(kind="paper"))
+    return dataclasses.replace(settings, physics=physics, height=size, width=size)
 
 
 def main() -> None:
@@ -371,7 +368,7 @@ def main_benchmark(args: argparse.Namespace) -> None:
         "plane_z_nm": list(g.plane_z_nm),
         "z_edges_nm": g.z_edges_nm.tolist(),
         "width_px": g.width,
-        "psf": settings.psf.to_dict(),
+        "psf": settings.physics.psf.to_dict(),
     }
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="voxloc-peer-"))
     workdir.mkdir(parents=True, exist_ok=True)

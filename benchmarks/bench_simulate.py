@@ -16,6 +16,7 @@ for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import numpy as np
 
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.simulation.settings import SimulationSettings
 from voxloc.simulation.simulate import simulate_frames
@@ -31,7 +32,7 @@ def main() -> None:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     rng = np.random.default_rng(0)
     for noise in ("paper", "physical", "none"):
-        settings = SimulationSettings(noise=NoiseModel(kind=noise))
+        settings = SimulationSettings(Microscope(noise=NoiseModel(kind=noise)))
         simulate_frames(args.batch, settings, rng)  # warm-up (tables, allocator)
         best = 0.0
         for _ in range(args.repeats):

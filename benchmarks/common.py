@@ -47,7 +47,7 @@ def simulate_movie(path: Path, settings, n_frames: int, density: float, seed: in
             sim = simulate_frames(min(10, n_frames - start), settings, rng)
             sim.emitters["frame"] += start
             truths.append(sim.emitters)
-            photons = to_photons(sim.frames, settings.noise)
+            photons = to_photons(sim.frames, settings.physics.noise)
             yield from np.clip(np.rint(photons + BASELINE_ADU), 0, 65535).astype(np.uint16)
 
     write_movie_tiff(path, frames(), (n_frames, g.n_planes, g.height, g.width))

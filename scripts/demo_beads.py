@@ -6,10 +6,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc.simulation import demo
+from voxloc.simulation import demo, demo_beads
 
 microscope = demo.DemoMicroscope.from_config(snakemake.params.demo, snakemake.params.px_size_nm)
-demo.write_bead_stacks(
+demo_beads.write_bead_stacks(
     list(snakemake.output.stacks),
     snakemake.output.truth,
     microscope,

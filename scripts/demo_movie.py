@@ -10,14 +10,14 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from voxloc.simulation import demo
+from voxloc.simulation import demo, demo_movies
 
 if snakemake.params.layout == "stack":
     outputs = {"path": snakemake.output.movie}
 else:
     outputs = {f"plane{k}": path for k, path in enumerate(snakemake.output.planes, start=1)}
 microscope = demo.DemoMicroscope.from_config(snakemake.params.demo, snakemake.params.px_size_nm)
-demo.write_movie(
+demo_movies.write_movie(
     outputs,
     snakemake.output.ground_truth,
     microscope,

@@ -26,12 +26,7 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         name=snakemake.wildcards.movie,
         start=start,
         stop=stop,
-        tau=opts["tau"],
-        batch_frames=opts["batch_frames"],
-        device=opts["device"],
-        precision=opts["precision"],
-        prefetch=opts["prefetch"],
-        threads=snakemake.threads,
+        options=localize.LocalizeOptions.from_config(opts, threads=snakemake.threads),
         psf_calibration=snakemake.input.psf,
         **snakemake.params.camera,
     )

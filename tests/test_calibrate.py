@@ -1,4 +1,5 @@
-"""Bead calibration (voxloc.calibration.beads, voxloc.calibration.calibrate) against the demo microscope's truth.
+"""Bead calibration (voxloc.calibration: beads, registration, psf_fit, calibrate, files,
+options) against the demo microscope's truth.
 
 Small bead stacks of the demo "true microscope" (a known PSF, plane positions, mirrored and
 misregistered cameras, saturated beads, close pairs, hot pixels and a sloped background)
@@ -10,7 +11,10 @@ positions within 10 nm, the defocus curve within 3 % where the beads are above b
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +23,18 @@ import tifffile
 import yaml
 
 from voxloc.calibration import beads, calibrate, files, psf_fit, spots
-from voxloc.config import load_config
+from voxloc.calibration.options import BeadOptions, CalibrationOptions
+from voxloc.config import load_config, load_schema
 from voxloc.errors import InputError
 from voxloc.io import write_tiff
 from voxloc.physics.cameras import apply_affine
+from voxloc.physics.noise import adu_to_photons
 from voxloc.physics.psf import TABLE2, PSFParams, defocus_width_nm, gaussian_spot, psf_value
-from voxloc.simulation import demo
+from voxloc.simulation import demo, demo_beads
 
 ROOT = Path(__file__).resolve().parents[1]
 PX = 192.0
-CALIB = {"bead_weight": 22.5, "flip": ["auto", "auto", "auto"], "min_beads": 4}
+CALIB = CalibrationOptions(bead_weight=22.5, flip=("auto", "auto", "auto"), min_beads=4)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +51,7 @@ def make_stack(demo_cfg: dict, seed: int = 7, size: int = 64, **bead_overrides):
     )
     cfg["beads"].update(bead_overrides)
     mic = demo.DemoMicroscope.from_config(cfg, PX)
-    stack, truth = demo.make_bead_stacks(mic, cfg["beads"], np.random.default_rng(seed))
+    stack, truth = demo_beads.make_bead_stacks(mic, cfg["beads"], np.random.default_rng(seed))
     return stack, truth
 
 
@@ -57,16 +63,18 @@ def write_cameras(stack: np.ndarray, out: Path) -> list[str]:
     return paths
 
 
-def beads_cfg(truth: dict, **extra) -> dict:
-    return {
-        "z_start_nm": truth["z_start_nm"],
-        "z_step_nm": truth["z_step_nm"],
-        "n_slices": truth["n_slices"],
-        "offset_adu": truth["baseline_adu"],
-        "adu_per_photon": truth["adu_per_photon"],
-        "saturation_adu": 65535,
-        **extra,
-    }
+def bead_options(truth: dict, **extra) -> BeadOptions:
+    return BeadOptions.from_config(
+        {
+            "z_start_nm": truth["z_start_nm"],
+            "z_step_nm": truth["z_step_nm"],
+            "n_slices": truth["n_slices"],
+            "offset_adu": truth["baseline_adu"],
+            "adu_per_photon": truth["adu_per_photon"],
+            "saturation_adu": 65535,
+            **extra,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +83,68 @@ def run(demo_cfg, tmp_path_factory):
     out = tmp_path_factory.mktemp("calib")
     stack, truth = make_stack(demo_cfg)
     paths = write_cameras(stack, out / "beads")
-    bc = beads_cfg(truth)
+    bc = bead_options(truth)
     files = {n: out / f"results/{n}" for n in ("affine.yaml", "affine_qc.png", "psf.yaml", "psf_qc.png")}
     affine = calibrate.calibrate_affine(paths, bc, CALIB, PX, files["affine.yaml"], files["affine_qc.png"])
     psf = calibrate.fit_psf(
         paths, files["affine.yaml"], bc, CALIB, PX, files["psf.yaml"], files["psf_qc.png"]
     )
     return {"stack": stack, "truth": truth, "paths": paths, "files": files, "affine": affine, "psf": psf}
+
+
+# ---------------------------------------------------------------------------- options
+
+
+def schema_section(*keys: str) -> dict:
+    node = load_schema(ROOT / "workflow" / "schemas" / "config.schema.yaml")
+    for key in keys:
+        node = node["properties"][key]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("cls", "keys", "not_options"),
+    [
+        (CalibrationOptions, ("calibration",), {"beads"}),
+        (BeadOptions, ("calibration", "beads"), {"path", "plane1", "plane2", "plane3", "plane4"}),
+    ],
+)
+def test_option_defaults_are_the_schemas(cls, keys, not_options):
+    """The schema is the source of the defaults; the dataclasses repeat them exactly."""
+    section = schema_section(*keys)
+    props, required = section["properties"], set(section.get("required", ()))
+    fields = {f.name: f.default for f in dataclasses.fields(cls)}
+    assert set(fields) == set(props) - not_options  # every config key is an option
+    for name, default in fields.items():
+        if name in required:
+            assert default is dataclasses.MISSING, name
+        elif "default" in props[name]:
+            schema_default = props[name]["default"]
+            assert (list(default) if isinstance(default, tuple) else default) == schema_default, name
+            assert type(default) in (type(schema_default), tuple), name
+        else:  # optional without a default (n_slices: not checked)
+            assert default is None, name
+
+
+def test_options_from_the_validated_config():
+    cfg = load_config(ROOT / "config" / "config.yaml")["calibration"]
+    opts = CalibrationOptions.from_config(cfg)
+    assert opts.flip == ("auto", "auto", "auto") and opts.min_beads == cfg["min_beads"]
+    bead = BeadOptions.from_config(cfg["beads"])
+    assert (bead.offset_adu, bead.adu_per_photon, bead.n_slices) == (100.0, 4.0, 65)
+    assert BeadOptions.from_config({"offset_adu": 0, "adu_per_photon": 1, "z_step_nm": 10}).n_slices is None
+    with pytest.raises(ValueError, match="unknown calibration option"):
+        CalibrationOptions.from_config({"min_bead": 3})
+
+
+def test_reading_a_calibration_needs_no_fitter():
+    """localization reads affine.yaml/psf.yaml: neither scikit-image, scipy nor torch loaded."""
+    code = (
+        "import sys, voxloc.calibration.files; "
+        "print([m for m in sys.modules if m.startswith(('skimage', 'scipy', 'torch'))])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 # ---------------------------------------------------------------------------- physics
@@ -140,7 +203,7 @@ def test_fit_defocus_curve_exact_widths():
 def test_hot_pixels_found_exactly(run):
     stack, truth = run["stack"], run["truth"]
     for k in range(4):
-        photons = (stack[:, k].astype(np.float32) - truth["baseline_adu"]) / truth["adu_per_photon"]
+        photons = adu_to_photons(stack[:, k], truth["baseline_adu"], truth["adu_per_photon"])
         found = sorted(map(tuple, np.argwhere(beads.find_hot_pixels(photons)).tolist()))
         expected = sorted((i, j) for i, j, _ in truth["hot_pixels_row_col_adu"][f"camera{k + 1}"])
         assert found == expected
@@ -154,7 +217,7 @@ def test_hot_pixels_found_exactly(run):
 
 def test_beads_detected_and_localized(run):
     truth = run["truth"]
-    stack = beads.measure_stack(run["paths"], beads_cfg(truth), CALIB)
+    stack = beads.measure_stack(run["paths"], bead_options(truth), CALIB)
     b = truth["beads"]
     xy = np.stack([b["x_nm"], b["y_nm"]], axis=1) / PX
     paired = {i for pair in b["close_pairs"] for i in pair}
@@ -225,7 +288,7 @@ def test_psf_excludes_saturated_and_overlapping_beads_and_scales_a_prime(run, de
     counts = run["psf"]["fit"]["beads"]
     assert counts["saturated"] == len(truth["beads"]["saturated"])
     assert counts["overlapping"] == len(truth["beads"]["close_pairs"])  # a pair is detected as one
-    stack = beads.measure_stack(run["paths"], beads_cfg(truth), CALIB)
+    stack = beads.measure_stack(run["paths"], bead_options(truth), CALIB)
     cal = psf_fit.fit_psf_stack(stack, files.load_affine(run["files"]["affine.yaml"]), CALIB, PX)
     b = truth["beads"]
     xy = np.stack([b["x_nm"], b["y_nm"]], axis=1) / PX
@@ -234,7 +297,7 @@ def test_psf_excludes_saturated_and_overlapping_beads_and_scales_a_prime(run, de
     assert set(used) == set(range(len(b["weight"]))) - paired - set(b["saturated"])
     # a' = median bead integrated intensity / bead_weight (Eq. 6): the photometry is exact
     # up to the beads' own weights
-    expected = truth["psf"]["a_prime"] * np.median(np.array(b["weight"])[used]) / CALIB["bead_weight"]
+    expected = truth["psf"]["a_prime"] * np.median(np.array(b["weight"])[used]) / CALIB.bead_weight
     assert cal.psf.a_prime == pytest.approx(expected, rel=0.03)
     # the background per pixel is reported separately, in photons (lambda 12 + the slope)
     assert all(12.0 < bg < 12.0 + 0.3 * 64 * 1.5 for bg in run["psf"]["background_photons_per_px"])
@@ -254,8 +317,8 @@ def test_outputs_are_files_with_figures(run):
 def test_single_file_layout_and_configured_flip(run, tmp_path):
     path = tmp_path / "beads.tif"
     write_tiff(path, run["stack"], axes="ZCYX")
-    cfg = dict(CALIB, flip=["x", "none", "none"])
-    doc = calibrate.calibrate_affine(str(path), beads_cfg(run["truth"]), cfg, PX, tmp_path / "a.yaml")
+    cfg = dataclasses.replace(CALIB, flip=("x", "none", "none"))
+    doc = calibrate.calibrate_affine(str(path), bead_options(run["truth"]), cfg, PX, tmp_path / "a.yaml")
     for k in range(2, 5):
         np.testing.assert_allclose(
             doc["cameras"][f"camera{k}"]["matrix"],
@@ -264,8 +327,8 @@ def test_single_file_layout_and_configured_flip(run, tmp_path):
         )
     # a wrongly configured flip matches nothing
     with pytest.raises(InputError, match="camera 2 matched camera 1"):
-        bad = dict(CALIB, flip=["none", "none", "none"])
-        calibrate.calibrate_affine(str(path), beads_cfg(run["truth"]), bad, PX, tmp_path / "b.yaml")
+        bad = dataclasses.replace(CALIB, flip=("none", "none", "none"))
+        calibrate.calibrate_affine(str(path), bead_options(run["truth"]), bad, PX, tmp_path / "b.yaml")
     assert not (tmp_path / "b.yaml").exists()
 
 
@@ -290,7 +353,7 @@ def test_too_few_beads(demo_cfg, tmp_path):
     )
     paths = write_cameras(stack, tmp_path)
     with pytest.raises(InputError, match="need >= 4") as exc:
-        calibrate.calibrate_affine(paths, beads_cfg(truth), CALIB, PX, tmp_path / "affine.yaml")
+        calibrate.calibrate_affine(paths, bead_options(truth), CALIB, PX, tmp_path / "affine.yaml")
     one_line(exc, paths[0])
     assert not (tmp_path / "affine.yaml").exists()
 
@@ -303,7 +366,7 @@ def test_no_bead_matched_across_cameras(demo_cfg, quick, tmp_path):
     paths = write_cameras(stack, tmp_path)
     with pytest.raises(InputError, match="matched camera 1") as exc:
         calibrate.calibrate_affine(
-            paths, beads_cfg(truth), CALIB, PX, tmp_path / "affine.yaml", tmp_path / "qc.png"
+            paths, bead_options(truth), CALIB, PX, tmp_path / "affine.yaml", tmp_path / "qc.png"
         )
     one_line(exc, paths[2])
     assert not (tmp_path / "affine.yaml").exists() and not (tmp_path / "qc.png").exists()
@@ -314,7 +377,7 @@ def test_all_beads_saturated(demo_cfg, tmp_path):
         demo_cfg, seed=4, size=48, n_beads=8, n_saturated=8, n_close_pairs=0, n_slices=12, z_step_nm=200.0
     )
     paths = write_cameras(stack, tmp_path)
-    bc = beads_cfg(truth)
+    bc = bead_options(truth)
     calibrate.calibrate_affine(paths, bc, CALIB, PX, tmp_path / "affine.yaml")  # positions still fine
     with pytest.raises(InputError, match=r"all \d+ beads are saturated") as exc:
         calibrate.fit_psf(
@@ -328,7 +391,9 @@ def test_stack_shape_mismatch(quick, tmp_path):
     stack, truth = quick
     paths = write_cameras(stack, tmp_path)
     with pytest.raises(InputError, match="12 z slices, config calibration.beads.n_slices says 65") as exc:
-        calibrate.calibrate_affine(paths, beads_cfg(truth, n_slices=65), CALIB, PX, tmp_path / "affine.yaml")
+        calibrate.calibrate_affine(
+            paths, bead_options(truth, n_slices=65), CALIB, PX, tmp_path / "affine.yaml"
+        )
     one_line(exc, paths[0])
     write_tiff(paths[3], np.ascontiguousarray(stack[:, 3, :, :40]), axes="ZYX")
     with pytest.raises(InputError, match="differs from") as exc:
@@ -346,7 +411,7 @@ def test_not_a_tiff_and_missing_file(quick, tmp_path):
     paths = write_cameras(stack, tmp_path)
     Path(paths[1]).write_text("plane 2, not an image\n")
     with pytest.raises(InputError, match="not a readable TIFF") as exc:
-        calibrate.calibrate_affine(paths, beads_cfg(truth), CALIB, PX, tmp_path / "affine.yaml")
+        calibrate.calibrate_affine(paths, bead_options(truth), CALIB, PX, tmp_path / "affine.yaml")
     one_line(exc, paths[1])
     with pytest.raises(InputError, match="file not found") as exc:
         beads.read_bead_stack(tmp_path / "missing.tif")
@@ -368,5 +433,5 @@ def test_loaders_reject_bad_files(run, tmp_path):
         files.load_psf(tmp_path / "nothing.yaml")
     with pytest.raises(InputError, match="psf.yaml"):
         calibrate.fit_psf(
-            run["paths"], tmp_path / "psf.yaml", beads_cfg(run["truth"]), CALIB, PX, tmp_path / "o.yaml"
+            run["paths"], tmp_path / "psf.yaml", bead_options(run["truth"]), CALIB, PX, tmp_path / "o.yaml"
         )

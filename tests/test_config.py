@@ -45,7 +45,7 @@ def test_defaults_are_filled_in():
     s = simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"], "train")
     assert s.grid.height == s.grid.width == 64
     assert s.n_molecules == (50, 50)
-    assert s.noise.kind == "paper"
+    assert s.physics.noise.kind == "paper"
 
 
 @pytest.mark.parametrize(

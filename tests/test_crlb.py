@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import time
 
 import numpy as np
@@ -9,6 +11,7 @@ import pandas as pd
 import pytest
 
 from voxloc.physics.crlb import crlb, crlb_ratio, crlb_table, fisher_information
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import TABLE2, PSFParams, render_planes
 
@@ -76,7 +79,7 @@ def test_matches_independent_fisher(noise, gain, var_fn):
     drift[0] = 0
     xs, ys, zs, ws = [2000.3, 2501.7], [1900.9, 3333.3], [-150.0, 730.0], [1.0, 0.4]
     info = fisher_information(
-        xs, ys, zs, ws, psf=psf, plane_z_nm=PLANES, px_size_nm=PX, noise=noise, window_px=25, drift_nm=drift
+        Microscope(psf, PLANES, PX, noise), xs, ys, zs, ws, window_px=25, drift_nm=drift
     )
     assert info.shape == (2, 3, 3)
     for m in range(2):
@@ -103,46 +106,47 @@ def test_single_plane_gaussian_limit():
     )
     n_photons = w * psf.a_prime / px**2
     assert mu.sum() == pytest.approx(n_photons, rel=1e-3)
-    kw = dict(psf=psf, plane_z_nm=(0.0,), px_size_nm=px, noise=POISSON, window_px=window)
-    info = fisher_information(503.0, 497.0, 0.0, w, **kw)
+    mic = Microscope(psf, (0.0,), px, POISSON)
+    info = fisher_information(mic, 503.0, 497.0, 0.0, w, window_px=window)
     expected = psf.r0_nm**2 / n_photons
     assert 1.0 / info[0, 0] == pytest.approx(expected, rel=0.02)
     assert 1.0 / info[1, 1] == pytest.approx(expected, rel=0.02)
-    var = crlb(503.0, 497.0, 0.0, w, **kw)[0]
+    var = crlb(mic, 503.0, 497.0, 0.0, w, window_px=window)[0]
     assert var[0] == pytest.approx(expected, rel=0.02)
     assert np.isinf(var[2])  # dr/dz = 0 in focus: z is not identifiable from one plane
     # pixel integration gives the same limit for small pixels
-    info_int = fisher_information(503.0, 497.0, 0.0, w, integrate=True, **kw)
+    integrating = dataclasses.replace(mic, integrate_pixels=True)
+    info_int = fisher_information(integrating, 503.0, 497.0, 0.0, w, window_px=window)
     assert 1.0 / info_int[0, 0] == pytest.approx(expected, rel=0.02)
 
 
 def test_bound_scales_with_photons():
-    kw = dict(psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, window_px=21)
-    v1 = crlb(1000.0, 1000.0, 300.0, 0.5, noise=POISSON, **kw)
-    v2 = crlb(1000.0, 1000.0, 300.0, 1.0, noise=POISSON, **kw)
+    poisson = Microscope(TABLE2, PLANES, PX, POISSON)
+    v1 = crlb(poisson, 1000.0, 1000.0, 300.0, 0.5, window_px=21)
+    v2 = crlb(poisson, 1000.0, 1000.0, 300.0, 1.0, window_px=21)
     np.testing.assert_allclose(v2, v1 / 2, rtol=1e-6)  # pure Poisson: 1 / N
-    paper = NoiseModel(kind="paper")
-    p1 = crlb(1000.0, 1000.0, 300.0, 0.5, noise=paper, **kw)
-    p2 = crlb(1000.0, 1000.0, 300.0, 1.0, noise=paper, **kw)
+    paper = Microscope(TABLE2, PLANES, PX, NoiseModel(kind="paper"))
+    p1 = crlb(paper, 1000.0, 1000.0, 300.0, 0.5, window_px=21)
+    p2 = crlb(paper, 1000.0, 1000.0, 300.0, 1.0, window_px=21)
     np.testing.assert_allclose(p2, p1 / 4, rtol=1e-6)  # constant variance: 1 / N²
 
 
 def test_quad_plane_z_finite_and_xy_symmetric():
-    kw = dict(psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, noise=NoiseModel(kind="paper"))
+    mic = Microscope(TABLE2, PLANES, PX, NoiseModel(kind="paper"))
     # molecule at a pixel centre, no drift: x and y are exchangeable
     z = np.array([-100.0, 0.0, 10.0, 400.0, 790.0, 1200.0, 1300.0])
-    v = crlb(np.full(z.size, 5 * PX + PX / 2), np.full(z.size, 7 * PX + PX / 2), z, 1.0, **kw)
+    v = crlb(mic, np.full(z.size, 5 * PX + PX / 2), np.full(z.size, 7 * PX + PX / 2), z, 1.0)
     assert np.all(np.isfinite(v)) and np.all(v > 0)
     np.testing.assert_allclose(v[:, 0], v[:, 1], rtol=1e-6)
     assert np.all(v[:, 2] > v[:, 0])
-    info = fisher_information(5.5 * PX, 7.5 * PX, 0.0, 1.0, **kw)
+    info = fisher_information(mic, 5.5 * PX, 7.5 * PX, 0.0, 1.0)
     np.testing.assert_allclose(info, info.T, rtol=1e-10, atol=1e-12)
     assert abs(info[0, 1]) < 1e-6 * info[0, 0]
 
 
 def test_noise_none_raises():
     with pytest.raises(ValueError, match="undefined"):
-        crlb(0.0, 0.0, 0.0, psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, noise=NoiseModel(kind="none"))
+        crlb(Microscope(TABLE2, PLANES, PX, NoiseModel(kind="none")), 0.0, 0.0, 0.0)
 
 
 def test_table_ratio_and_speed():
@@ -160,9 +164,8 @@ def test_table_ratio_and_speed():
     drift = rng.uniform(-48, 48, (10, 4, 2))
     drift[:, 0] = 0
     t0 = time.perf_counter()
-    out = crlb_table(
-        truth, psf=TABLE2, plane_z_nm=PLANES, px_size_nm=PX, noise=NoiseModel(), drift_nm=drift, window_px=15
-    )
+    mic = Microscope(TABLE2, PLANES, PX, NoiseModel())
+    out = crlb_table(truth, mic, drift_nm=drift, window_px=15)
     assert time.perf_counter() - t0 < 5.0  # thousands of molecules per second
     assert list(out.columns[-3:]) == ["crlb_x_nm", "crlb_y_nm", "crlb_z_nm"]
     assert list(truth.columns) == ["frame", "x_nm", "y_nm", "z_nm", "weight"]
@@ -170,20 +173,24 @@ def test_table_ratio_and_speed():
     assert np.all(np.isfinite(std)) and np.all(std > 0)
     # one row against a direct call with that frame's drift
     r = truth.iloc[3]
-    v = crlb(
-        r.x_nm,
-        r.y_nm,
-        r.z_nm,
-        r.weight,
-        psf=TABLE2,
-        plane_z_nm=PLANES,
-        px_size_nm=PX,
-        noise=NoiseModel(),
-        drift_nm=drift[int(r.frame)],
-        window_px=15,
-    )[0]
+    v = crlb(mic, r.x_nm, r.y_nm, r.z_nm, r.weight, drift_nm=drift[int(r.frame)], window_px=15)[0]
     np.testing.assert_allclose(std[3], np.sqrt(v), rtol=1e-10)
     ratio = crlb_ratio([2.0, 4.0, 6.0], np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]))
     np.testing.assert_allclose(ratio, [2.0, 2.0, 2.0])
     ratio = crlb_ratio([1.0, 1.0, 1.0], np.array([[1.0, 1.0, np.inf], [7.0**0.5, 1.0, 2.0]]))
     np.testing.assert_allclose(ratio, [0.5, 1.0, 0.5])
+
+
+def test_microscope_metadata_round_trip():
+    """The Parquet metadata of the physics: four JSON strings (the pixel size rides apart)."""
+    mic = Microscope(PSFParams(b=1.5), (0, 390, 810.5, 1200), 160.0, NoiseModel("physical"), True)
+    assert mic.plane_z_nm == (0.0, 390.0, 810.5, 1200.0)
+    meta = mic.metadata()
+    assert list(meta) == ["psf", "plane_z_nm", "noise", "integrate_pixels"]
+    assert meta["plane_z_nm"] == "[0.0, 390.0, 810.5, 1200.0]" and meta["integrate_pixels"] == "true"
+    assert json.loads(meta["psf"]) == PSFParams(b=1.5).to_dict()
+    assert Microscope.from_metadata({**meta, "px_size_nm": "160.0"}) == mic
+    del meta["integrate_pixels"]  # older ground truths: point sampling
+    assert not Microscope.from_metadata({**meta, "px_size_nm": "160.0"}).integrate_pixels
+    with pytest.raises(KeyError):
+        Microscope.from_metadata(meta)  # no px_size_nm

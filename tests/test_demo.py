@@ -1,4 +1,5 @@
-"""Tests of the demo data generator (voxloc.simulation.demo), at reduced sizes of the default config."""
+"""Tests of the demo data generator (voxloc.simulation.demo, demo_beads, demo_movies), at reduced
+sizes of the default config."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import yaml
 from voxloc.io import read_yaml
 from voxloc.physics.cameras import apply_affine
 from voxloc.physics.noise import NoiseModel
-from voxloc.simulation import demo
+from voxloc.simulation import demo, demo_beads, demo_movies
 from voxloc.simulation.simulate import EMITTER_COLUMNS, emitter_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ def microscope(config) -> demo.DemoMicroscope:
 
 def _write_beads(config, microscope, out: Path) -> tuple[list[Path], Path]:
     paths = [out / f"camera{k}.tif" for k in range(1, 5)]
-    demo.write_bead_stacks(
+    demo_beads.write_bead_stacks(
         [str(p) for p in paths], str(out / "truth.yaml"), microscope, config["demo"]["beads"], config["seed"]
     )
     return paths, out / "truth.yaml"
@@ -63,7 +64,7 @@ def _write_movie(config, microscope, out: Path, layout: str, name: str) -> tuple
     else:
         outputs = {f"plane{k}": str(out / f"camera{k}.tif") for k in range(1, 5)}
     gt = out / "ground_truth.parquet"
-    demo.write_movie(outputs, str(gt), microscope, config["demo"]["movies"], config["seed"], name)
+    demo_movies.write_movie(outputs, str(gt), microscope, config["demo"]["movies"], config["seed"], name)
     return outputs, gt
 
 
@@ -72,20 +73,26 @@ def _write_movie(config, microscope, out: Path, layout: str, name: str) -> tuple
 
 def test_microscope_from_config(microscope, config):
     mic_cfg = config["demo"]["microscope"]
-    assert microscope.plane_z_nm == tuple(mic_cfg["plane_z_nm"])
-    assert microscope.psf.r0_nm == mic_cfg["psf"]["r0_nm"]
-    assert microscope.noise.kind == "physical" and microscope.noise.quantize
-    assert microscope.adu_per_photon == pytest.approx(4.0)  # em_gain 100 / 25 e-/ADU
+    physics = microscope.physics
+    assert physics.plane_z_nm == tuple(mic_cfg["plane_z_nm"])
+    assert physics.psf.r0_nm == mic_cfg["psf"]["r0_nm"]
+    assert physics.px_size_nm == config["grid"]["px_size_nm"] and not physics.integrate_pixels
+    assert physics.noise.kind == "physical" and physics.noise.quantize
+    assert physics.adu_per_photon == pytest.approx(4.0)  # em_gain 100 / 25 e-/ADU
+    assert (microscope.height, microscope.width) == (H, W)
     np.testing.assert_allclose(microscope.registrations[0], np.eye(3))
     assert np.linalg.det(microscope.registrations[1][:2, :2]) < 0  # camera 2 is mirrored
 
 
 def test_render_cameras_follows_registration(microscope):
     """Noise-free, one molecule: camera k's brightest pixel holds T_k^-1 of its camera-1 position."""
-    quiet = dataclasses.replace(microscope, noise=NoiseModel(kind="none"))
+    quiet = dataclasses.replace(
+        microscope, physics=dataclasses.replace(microscope.physics, noise=NoiseModel(kind="none"))
+    )
     p_px = np.array([20.8, 30.6])  # camera-1 (x, y)
-    s = microscope.px_size_nm
-    table = emitter_table([0] * 4, [p_px[0] * s] * 4, [p_px[1] * s] * 4, microscope.plane_z_nm, [1.0] * 4)
+    s = microscope.physics.px_size_nm
+    planes = microscope.physics.plane_z_nm
+    table = emitter_table([0] * 4, [p_px[0] * s] * 4, [p_px[1] * s] * 4, planes, [1.0] * 4)
     # four molecules at p, each in focus on one camera: camera k sees the sharp one there
     image = demo.render_cameras(quiet, table, 1, np.random.default_rng(0))[0]
     assert image.dtype == np.uint16 and image.shape == (4, H, W)
@@ -137,7 +144,7 @@ def test_bright_bead_peaks_where_truth_says(beads, microscope, k):
     i, j = i0 - 3 + di, j0 - 3 + dj
     assert abs(j + 0.5 - q[0]) <= 1.0 and abs(i + 0.5 - q[1]) <= 1.0
     # well above background: at least a third of the in-focus peak w a' / (2 pi r0^2) (Eq. 6)
-    psf = microscope.psf
+    psf = microscope.physics.psf
     peak_adu = b["weight"][bead] * psf.a_prime / (2 * np.pi * psf.r0_nm**2) * truth["adu_per_photon"]
     assert window.max() - truth["baseline_adu"] > peak_adu / 3
 
@@ -161,9 +168,9 @@ def test_close_pairs_hot_pixels_and_margins(beads, microscope):
     xy = np.stack([b["x_nm"], b["y_nm"]], axis=1)
     for i, j in b["close_pairs"]:
         assert 250.0 <= np.hypot(*(xy[i] - xy[j])) <= 400.0
-    seen_px = microscope.camera_xy_nm(xy) / microscope.px_size_nm
-    assert np.all(seen_px >= demo.BEAD_MARGIN_PX) and np.all(
-        seen_px <= np.array([W, H]) - demo.BEAD_MARGIN_PX
+    seen_px = microscope.camera_xy_nm(xy) / microscope.physics.px_size_nm
+    assert np.all(seen_px >= demo_beads.BEAD_MARGIN_PX) and np.all(
+        seen_px <= np.array([W, H]) - demo_beads.BEAD_MARGIN_PX
     )
     for k in range(4):
         hot = truth["hot_pixels_row_col_adu"][f"camera{k + 1}"]
@@ -195,7 +202,7 @@ def test_beads_reproducible(beads, config, microscope, tmp_path):
 def test_too_many_beads(microscope, config):
     cfg = dict(config["demo"]["beads"], n_beads=400)
     with pytest.raises(ValueError, match="cannot place"):
-        demo.make_bead_stacks(microscope, cfg, np.random.default_rng(0))
+        demo_beads.make_bead_stacks(microscope, cfg, np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------------------- movies
@@ -204,15 +211,17 @@ def test_too_many_beads(microscope, config):
 def test_filament_sampling_is_uniform_by_arc_length():
     # a straight filament whose Bezier parameter runs unevenly along it
     control = np.array([[[0.0, 0, 0], [100.0, 0, 0], [200.0, 0, 0], [1000.0, 0, 0]]])
-    x = demo.sample_on_filaments(control, 20000, np.random.default_rng(1))[:, 0]
+    x = demo_movies.sample_on_filaments(control, 20000, np.random.default_rng(1))[:, 0]
     assert np.mean(x < 500.0) == pytest.approx(0.5, abs=0.02)
     assert x.min() >= 0.0 and x.max() <= 1000.0
 
 
 def test_filaments_stay_in_the_box():
     rng = np.random.default_rng(2)
-    control = demo.make_filaments(8, width_nm=9000.0, height_nm=7000.0, z_range_nm=(-100.0, 1300.0), rng=rng)
-    pts = demo.sample_on_filaments(control, 5000, rng)
+    control = demo_movies.make_filaments(
+        8, width_nm=9000.0, height_nm=7000.0, z_range_nm=(-100.0, 1300.0), rng=rng
+    )
+    pts = demo_movies.sample_on_filaments(control, 5000, rng)
     assert np.all(pts[:, :2] >= 1000.0) and np.all(pts[:, :2] <= [8000.0, 6000.0])
     assert np.all((pts[:, 2] >= -100.0) & (pts[:, 2] <= 1300.0))
     assert np.ptp(pts[:, 2]) > 700.0  # the filaments span the depth range
@@ -229,14 +238,14 @@ def test_movie_layouts_and_ground_truth(config, microscope, tmp_path):
         assert planes[-1].dtype == np.uint16 and planes[-1].shape == (N_FRAMES, H, W)
     movie = tifffile.imread(stacked["path"])
     assert movie.dtype == np.uint16 and movie.shape == (N_FRAMES, 4, H, W)  # not RGB
-    assert tifffile.TiffFile(stacked["path"]).series[0].axes == demo.STACK_AXES
+    assert tifffile.TiffFile(stacked["path"]).series[0].axes == demo_movies.STACK_AXES
     np.testing.assert_array_equal(movie, np.stack(planes, axis=1))  # same movie, two layouts
     assert gt1.read_bytes() == gt2.read_bytes()
 
     truth = pd.read_parquet(gt1)
     assert list(truth.columns) == list(EMITTER_COLUMNS)
     assert all(truth[c].dtype == np.dtype(t) for c, t in EMITTER_COLUMNS.items())
-    s = microscope.px_size_nm
+    s = microscope.physics.px_size_nm
     assert truth["frame"].between(0, N_FRAMES - 1).all() and truth["frame"].is_monotonic_increasing
     assert truth["x_nm"].between(0, W * s).all() and truth["y_nm"].between(0, H * s).all()
     z0, z1 = config["demo"]["movies"]["z_range_nm"]
@@ -246,6 +255,8 @@ def test_movie_layouts_and_ground_truth(config, microscope, tmp_path):
     meta = pq.read_schema(gt1).metadata
     assert meta[b"coordinates"] == b"camera 1" and float(meta[b"px_size_nm"]) == s
     assert b"voxloc_version" in meta
+    # the true physics, for the Cramér-Rao bound of the evaluation
+    assert all(meta[k.encode()] == v.encode() for k, v in microscope.physics.metadata().items())
 
 
 def test_movies_reproducible_and_distinct(config, microscope, tmp_path):
@@ -261,7 +272,7 @@ def test_movies_reproducible_and_distinct(config, microscope, tmp_path):
 
 def test_write_movie_rejects_bad_outputs(config, microscope, tmp_path):
     with pytest.raises(ValueError, match="outputs"):
-        demo.write_movie(
+        demo_movies.write_movie(
             {"plane1": str(tmp_path / "x.tif")}, str(tmp_path / "gt.parquet"), microscope,
             config["demo"]["movies"], 1, "demo1",
         )  # fmt: skip

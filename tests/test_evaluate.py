@@ -11,8 +11,8 @@ import pytest
 from voxloc.errors import InputError
 from voxloc.evaluation.evaluate import crlb_model_from_truth, crlb_summary, evaluate_files
 from voxloc.evaluation.matching import efficiency, match_frame, match_tables, molecule_table, summary
-from voxloc.io import write_parquet
-from voxloc.physics.crlb import CRLBModel
+from voxloc.locs import write_parquet
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import TABLE2
 
@@ -119,18 +119,16 @@ def test_crlb_summary_and_molecule_table():
 
 
 def test_crlb_physics_round_trips_through_ground_truth_metadata(tmp_path):
-    physics = CRLBModel(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
+    physics = Microscope(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
     truth = table([(0, 1000, 1000, 600)]).assign(weight=0.8)
     write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
-    back = crlb_model_from_truth(tmp_path / "gt.parquet")
-    assert back is not None and back.psf == TABLE2 and back.noise == physics.noise
-    assert back.plane_z_nm == physics.plane_z_nm and back.source == "ground truth"
+    assert crlb_model_from_truth(tmp_path / "gt.parquet") == (physics, "ground truth")
     write_parquet(tmp_path / "plain.parquet", truth, px_size_nm=192.0)
     assert crlb_model_from_truth(tmp_path / "plain.parquet") is None
 
 
 def test_evaluate_files_reports_crlb_ratio(tmp_path):
-    physics = CRLBModel(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
+    physics = Microscope(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
     truth = table([(0, 1000, 1000, 600), (1, 2000, 1500, 300)]).assign(weight=0.8)
     est = table([(0, 1010, 1000, 610), (1, 2000, 1490, 290)])
     write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import h5py
@@ -55,8 +56,7 @@ def run(files, out, start, stop, **kw):
         stop=stop,
         offset_adu=100,
         adu_per_photon=2,
-        tau=0.5,
-        **{"batch_frames": 3, "device": "cpu", **kw},
+        options=localize.LocalizeOptions(**{"tau": 0.5, "batch_frames": 3, "device": "cpu", **kw}),
     )
 
 
@@ -74,7 +74,7 @@ def test_chunk_schema_metadata_and_idempotence(files):
     assert (a["prob"] > 0.5).all()
     # decoded coordinates lie in their voxel: x in [col s, (col + 1) s)
     assert ((a["x_nm"] >= a["col"] * 192.0) & (a["x_nm"] < (a["col"] + 1) * 192.0 + 1e-3)).all()
-    meta = locs.read_locs_metadata(files / "a.parquet")
+    meta = locs.read_metadata(files / "a.parquet")
     assert meta["px_size_nm"] == 192.0 and meta["tau"] == 0.5
     assert meta["plane_z_nm"] == [0.0, 400.0, 800.0, 1200.0]
     assert meta["frame_range"] == [0, 4] and meta["n_frames"] == T
@@ -95,7 +95,7 @@ def test_chunks_merge_to_the_whole_movie(files):
     whole = pd.read_parquet(files / "whole.parquet")
     assert n == len(merged) == len(whole)
     pd.testing.assert_frame_equal(merged, whole)
-    assert "frame_range" not in locs.read_locs_metadata(files / "merged.parquet")
+    assert "frame_range" not in locs.read_metadata(files / "merged.parquet")
 
 
 def test_picasso_export_round_trips(files):
@@ -137,7 +137,7 @@ def test_prefetch_gives_the_same_localizations(files):
 
 def test_precision_is_recorded(files):
     run(files, files / "f32.parquet", 0, 4, precision="float32")
-    assert locs.read_locs_metadata(files / "f32.parquet")["precision"] == "float32"
+    assert locs.read_metadata(files / "f32.parquet")["precision"] == "float32"
 
 
 def test_prefetched_order_errors_and_early_exit():
@@ -173,9 +173,7 @@ def test_bad_frame_read_ahead_leaves_no_chunk(files):
             stop=6,
             offset_adu=100,
             adu_per_photon=2,
-            batch_frames=2,
-            device="cpu",
-            prefetch=2,
+            options=localize.LocalizeOptions(batch_frames=2, device="cpu", prefetch=2),
         )
     assert not list(files.glob("nan*.parquet")) and not list(files.glob(".*tmp*"))
 
@@ -207,6 +205,27 @@ def test_device_input_path_gives_the_same_localizations(files):
         np.testing.assert_allclose(both[c], both[f"{c}_dev"], rtol=1e-4, atol=0.05)
 
 
+def test_options_from_the_config_section():
+    cfg = {"tau": 0.9, "chunk_frames": 100, "batch_frames": "auto", "device": "cpu", "gpu": False}
+    cfg |= {"precision": "float32", "prefetch": 0, "camera": {}, "model": None}
+    opts = localize.LocalizeOptions.from_config(cfg, threads=2)
+    assert opts == localize.LocalizeOptions(0.9, "auto", "cpu", "float32", 0, 2)
+    assert localize.LocalizeOptions.from_config({}) == localize.LocalizeOptions()
+
+
+def test_metadata_round_trips_strings_as_they_are_and_the_rest_as_json(tmp_path):
+    values = {"movie": "m1", "n": 3, "s": 192.0, "z": [0.0, 400.0], "on": True, "list": json.dumps([1, 2])}
+    raw = locs.encode_metadata({**values, "i": np.int64(7)})
+    assert raw[b"movie"] == b"m1" and raw[b"on"] == b"true" and raw[b"list"] == b"[1, 2]"
+    locs.write_parquet(tmp_path / "t.parquet", pd.DataFrame({"a": [1]}), **values)
+    meta = locs.read_metadata(tmp_path / "t.parquet")
+    assert meta == {"voxloc_version": meta["voxloc_version"], **values, "list": [1, 2]}
+    text = locs.read_metadata(tmp_path / "t.parquet", raw=True)
+    assert text["s"] == "192.0" and text["z"] == "[0.0, 400.0]" and "pandas" not in text
+    with pytest.raises(InputError, match="t.parquet: metadata movie='m1' is not valid JSON"):
+        locs.metadata_json(text, "movie", tmp_path / "t.parquet")
+
+
 def test_batch_frames_auto_depends_on_the_device():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert localize.resolve_batch_frames("auto", cpu) == 8
@@ -225,7 +244,7 @@ def test_gpu_finds_what_the_cpu_finds(files, precision):
     run(files, files / f"gpu-{precision}.parquet", 0, T, device="cuda", precision=precision)
     cpu = pd.read_parquet(files / "cpu.parquet")
     gpu = pd.read_parquet(files / f"gpu-{precision}.parquet")
-    assert locs.read_locs_metadata(files / f"gpu-{precision}.parquet")["precision"] == precision
+    assert locs.read_metadata(files / f"gpu-{precision}.parquet")["precision"] == precision
     both = cpu.merge(gpu, on=["frame", "plane", "row", "col"], suffixes=("", "_gpu"))
     assert len(cpu) > 20 and len(both) >= 0.97 * max(len(cpu), len(gpu))
     for c in ("x_nm", "y_nm", "z_nm"):

@@ -15,7 +15,7 @@ import tifffile
 from PIL import Image
 
 from voxloc.errors import InputError
-from voxloc.io import write_parquet
+from voxloc.locs import write_parquet
 from voxloc.render import movie, png, tiff, volume
 
 S = 192.0  # camera pixel (nm)
@@ -357,15 +357,22 @@ def test_small_png_is_enlarged_and_scale_bar_adapts(tmp_path):
     assert png.nice_scale_bar_nm(6000.0) == 1000.0
 
 
+def test_render_options_from_the_config_section():
+    cfg = {"px_nm": 12.0, "blur_sigma_nm": [10, 0], "colormap": "jet", "scale_bar_nm": None}
+    opts = movie.RenderOptions.from_config(cfg)
+    assert opts.blur_sigma_nm == (10.0, 0.0) and opts.scale_bar_nm is None and opts.z_bin_nm == 50.0
+    with pytest.raises(ValueError, match="unknown render option.*'pixel_nm'"):
+        movie.RenderOptions.from_config({"pixel_nm": 12.0})
+
+
 def test_render_movie_writes_tiff_and_png(tmp_path):
     rng = np.random.default_rng(5)
     t = rng.uniform(0, 1, 3000)
     x, y, z = FIELD[0] * (0.1 + 0.8 * t), FIELD[1] * (0.5 + 0.3 * np.sin(6 * t)), -100 + 1400 * t
     src = tmp_path / "movie.parquet"
     write_locs(src, x, y, z, row_group_size=1000)
-    out = movie.render_movie(
-        src, tmp_path / "r.tif", tmp_path / "r.png", blur_sigma_nm=(20.0, 50.0), chunk_rows=512
-    )
+    options = movie.RenderOptions(blur_sigma_nm=(20.0, 50.0), chunk_rows=512)
+    out = movie.render_movie(src, tmp_path / "r.tif", tmp_path / "r.png", options=options)
     assert out.n_rows == 3000 and out.n_dropped == 0
     with tifffile.TiffFile(tmp_path / "r.tif") as tif:
         data, ij = tif.asarray(), tif.imagej_metadata

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pandas as pd
@@ -11,6 +13,7 @@ import tifffile
 from voxloc import __version__
 from voxloc.errors import InputError
 from voxloc.io import atomic_output, write_tiff
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import PSFParams
 from voxloc.simulation import shards
@@ -24,20 +27,20 @@ from voxloc.simulation.shards import (
     write_shard,
 )
 from voxloc.simulation.simulate import simulate_frames
-from voxloc.voxels import VoxelGrid
 
 N_FRAMES = 6
 
 
 def small_settings() -> SimulationSettings:
-    return SimulationSettings(
-        grid=VoxelGrid(8, 10, px_size_nm=160.0, plane_z_nm=(0.0, 350.0, 800.0, 1250.0)),
+    physics = Microscope(
         psf=PSFParams(b=1.5, r0_nm=140.0),
+        plane_z_nm=(0.0, 350.0, 800.0, 1250.0),
+        px_size_nm=160.0,
         noise=NoiseModel("physical", background=4.0, read_noise_var=2.0, em_gain=30.0, baseline_adu=100.0),
-        n_molecules=(1, 4),
-        weight_range=(0.4, 0.9),
-        drift_max_nm=30.0,
         integrate_pixels=True,
+    )
+    return SimulationSettings(
+        physics, height=8, width=10, n_molecules=(1, 4), weight_range=(0.4, 0.9), drift_max_nm=30.0
     )
 
 
@@ -134,6 +137,11 @@ def test_schema(tmp_path):
         got = got.tolist() if isinstance(got, np.ndarray) else got
         assert got == value, (key, got, value)
     assert "settings_json" in attrs and "seed_entropy" in attrs
+    # the stored layout: the microscope's pixel and planes under grid, its pixel sampling under sim
+    doc = json.loads(attrs["settings_json"])
+    assert list(doc) == ["grid", "psf", "noise", "sim"]
+    assert list(doc["grid"]) == ["height", "width", "px_size_nm", "plane_z_nm"]
+    assert list(doc["sim"]) == ["n_molecules", "weight_range", "drift_max_nm", "integrate_pixels"]
     assert shard_attrs(path)["grid.plane_z_nm"] == [0.0, 350.0, 800.0, 1250.0]
     assert shard_length(path) == N_FRAMES
 
@@ -167,7 +175,7 @@ def test_read_settings_round_trip(tmp_path):
 def test_noise_none_shard_is_expected_image(tmp_path):
     from voxloc.simulation.simulate import expected_frames
 
-    st = SimulationSettings(grid=VoxelGrid(6, 6), noise=NoiseModel("none"), n_molecules=(2, 2))
+    st = SimulationSettings(Microscope(noise=NoiseModel("none")), height=6, width=6, n_molecules=(2, 2))
     sim = make(tmp_path / "s.h5", settings=st, n=3)
     np.testing.assert_array_equal(sim.frames, expected_frames(sim.emitters, sim.drift_nm, st))
     with h5py.File(tmp_path / "s.h5", "r") as h5:
@@ -178,7 +186,7 @@ def test_batched_simulation_numbers_frames(tmp_path, monkeypatch):
     # several simulation batches per shard: emitters keep their absolute frame numbers
     monkeypatch.setattr(shards, "SIM_BATCH", 3)
     path = tmp_path / "s.h5"
-    st = SimulationSettings(grid=VoxelGrid(6, 6), noise=NoiseModel("none"), n_molecules=(2, 2))
+    st = SimulationSettings(Microscope(noise=NoiseModel("none")), height=6, width=6, n_molecules=(2, 2))
     sim = make(path, settings=st, n=7)
     np.testing.assert_array_equal(np.bincount(sim.emitters["frame"], minlength=7), 2)
     from voxloc.simulation.simulate import expected_frames

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import PSFParams
 from voxloc.simulation.settings import SimulationSettings
@@ -18,17 +19,21 @@ from voxloc.simulation.simulate import (
     sample_emitters,
     simulate_frames,
 )
-from voxloc.voxels import VoxelGrid
 
 S = 192.0
 # Table 2, by hand
 A_PRIME, R0, D, A, B = 5.00e7, 133.0, 302.0, 7.37e-4, 6.27e-3
 
 
+PHYSICS = {"psf", "plane_z_nm", "px_size_nm", "noise", "integrate_pixels"}
+
+
 def settings(**kw) -> SimulationSettings:
-    base = {"grid": VoxelGrid(12, 10), "n_molecules": (2, 5), "noise": NoiseModel("paper")}
-    base.update(kw)
-    return SimulationSettings(**base)
+    """12 x 10 frames of 2-5 molecules with paper noise; the physics keywords go to the Microscope."""
+    physics = {"noise": NoiseModel("paper")} | {k: kw.pop(k) for k in PHYSICS & kw.keys()}
+    return SimulationSettings(
+        Microscope(**physics), **{"height": 12, "width": 10, "n_molecules": (2, 5), **kw}
+    )
 
 
 def test_table3_defaults():
@@ -37,11 +42,20 @@ def test_table3_defaults():
     assert st.n_molecules == (50, 50)
     assert st.weight_range == (0.3, 1.0)
     assert st.drift_max_nm == 48.0
+    # the nominal microscope; the voxel grid follows its pixel and planes
+    assert st.physics.psf.r0_nm == R0 and st.physics.noise.kind == "paper" and not st.physics.integrate_pixels
+    assert st.grid.plane_z_nm == st.physics.plane_z_nm == (0.0, 400.0, 800.0, 1200.0)
 
 
 @pytest.mark.parametrize(
     "kw",
-    [{"n_molecules": (5, 2)}, {"n_molecules": (-1, 2)}, {"weight_range": (1.0, 0.3)}, {"drift_max_nm": -1.0}],
+    [
+        {"n_molecules": (5, 2)},
+        {"n_molecules": (-1, 2)},
+        {"weight_range": (1.0, 0.3)},
+        {"drift_max_nm": -1.0},
+        {"plane_z_nm": (0.0, 400.0, 300.0, 1200.0)},  # no voxel grid
+    ],
 )
 def test_settings_reject_bad_values(kw):
     with pytest.raises(ValueError):

@@ -27,7 +27,7 @@ from voxloc.simulation.shards import settings_to_dict
 from voxloc.simulation.simulate import simulate_frames
 from voxloc.voxels import VoxelGrid
 
-SETTINGS = SimulationSettings(grid=VoxelGrid(16, 16), n_molecules=(4, 4))
+SETTINGS = SimulationSettings(height=16, width=16, n_molecules=(4, 4))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def model_path(tmp_path_factory):
     meta = {
         "arch": arch,
         "grid": {"px_size_nm": grid.px_size_nm, "plane_z_nm": list(grid.plane_z_nm)},
-        "psf": SETTINGS.psf.to_dict(),
+        "psf": SETTINGS.physics.psf.to_dict(),
         "normalisation": {"method": "median_background", "scale_photons": 100.0},
         "simulation": settings_to_dict(SETTINGS),
         "train": {},
@@ -104,7 +104,7 @@ def test_error_table_has_estimate_minus_truth_of_matched_pairs_only():
     ids=["paper", "physical"],
 )
 def test_speed_movie_reads_back_as_the_simulated_photons(tmp_path, noise):
-    settings = dataclasses.replace(SETTINGS, noise=noise)
+    settings = dataclasses.replace(SETTINGS, physics=dataclasses.replace(SETTINGS.physics, noise=noise))
     path = tmp_path / "movie.tif"
     offset, gain = sweeps.write_speed_movie(path, settings, 5, np.random.default_rng(3))
     expected = simulate_frames(5, settings, np.random.default_rng(3)).frames

@@ -21,7 +21,7 @@ from voxloc.network.validation import LOG_COLUMNS
 from voxloc.physics.noise import NoiseModel, to_photons
 from voxloc.simulation.settings import SimulationSettings
 from voxloc.simulation.shards import read_shard, simulate_shard
-from voxloc.voxels import VoxelGrid, encode
+from voxloc.voxels import encode
 
 NORM = {"method": "median_background", "scale_photons": 100.0}
 OPTIONS = {
@@ -38,7 +38,7 @@ OPTIONS = {
 def shards(tmp_path_factory):
     """Two train shards (16 + 12 frames) and one val shard (8 frames) of 16 x 20 pixels."""
     d = tmp_path_factory.mktemp("shards")
-    settings = SimulationSettings(grid=VoxelGrid(16, 20), n_molecules=(2, 5))
+    settings = SimulationSettings(height=16, width=20, n_molecules=(2, 5))
     train = [d / "train-0.h5", d / "train-1.h5"]
     for i, (path, n) in enumerate(zip(train, (16, 12), strict=True)):
         simulate_shard(path, n, settings, seed=7, dataset="train", index=i)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from voxloc.evaluation.voxel_metrics import adjacency_breakdown, confusion, evaluate_shards
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import PSFParams
-from voxloc.simulation.settings import SimulationSettings
+from voxloc.simulation.settings import SimulationSettings, simulation_settings
 from voxloc.simulation.shards import read_shard, simulate_shard
-from voxloc.voxels import VoxelGrid, encode
+from voxloc.voxels import encode
 
 SHAPE = (2, 4, 8, 8)  # T, P, H, W
 
@@ -37,8 +40,6 @@ def test_perfect_prediction():
     assert c == {"tp": 2, "fp": 0, "fn": 0, "tn": t.size - 2, "jaccard": 1.0}
     b = adjacency_breakdown(t, p)
     assert b["tp"] == 2 and all(b[k] == 0 for k in b if k != "tp")
-    # nothing to find and nothing found
-    assert confusion(np.zeros(SHAPE), np.zeros(SHAPE))["jaccard"] == 1.0
 
 
 def test_confusion_counts_and_5d_input():
@@ -115,10 +116,16 @@ def test_combined_grid_rows_sum_to_table4():
 def test_evaluate_shards_streams_chunks_and_thresholds(tmp_path):
     """A predictor that returns the true labels at ĉ = 0.7 and one shifted detection: exact
     counts at τ = 0.5 and τ = 0.9, whatever the chunking."""
+    physics = Microscope(
+        PSFParams(),
+        (0.0, 400.0, 800.0, 1200.0),
+        160.0,
+        NoiseModel("physical", background=4.0, read_noise_var=2.0, em_gain=10.0, baseline_adu=100.0),
+    )
     settings = SimulationSettings(
-        grid=VoxelGrid(12, 12, px_size_nm=160.0, plane_z_nm=(0.0, 400.0, 800.0, 1200.0)),
-        psf=PSFParams(),
-        noise=NoiseModel("physical", background=4.0, read_noise_var=2.0, em_gain=10.0, baseline_adu=100.0),
+        physics,
+        height=12,
+        width=12,
         n_molecules=(2, 5),
         weight_range=(0.4, 0.9),
         drift_max_nm=0.0,
@@ -146,3 +153,50 @@ def test_evaluate_shards_streams_chunks_and_thresholds(tmp_path):
     assert at5["fp_nonadjacent"] == 1 and at5["jaccard"] == pytest.approx(n_true / (n_true + 1))
     assert (at9["tp"], at9["fp"], at9["fn"]) == (0, 1, n_true)
     assert at9["n_frames"] == 10 and at5["tn"] == 10 * 4 * 144 - n_true - 1
+
+
+def test_nothing_to_find_and_nothing_found_gives_nan_everywhere(tmp_path):
+    """TP + FP + FN = 0: the voxel Jaccard index is undefined (NaN) in the confusion matrix,
+    the shard tables (Tables 4 and 5) and the network's validation alike."""
+    import torch
+
+    from voxloc.network.validation import evaluate
+
+    c = confusion(np.zeros(SHAPE), np.zeros(SHAPE))
+    assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (0, 0, 0, math.prod(SHAPE))
+    assert math.isnan(c["jaccard"])
+
+    # frames without molecules (the config sections' API: stable whatever the settings' fields)
+    settings = simulation_settings(
+        {"px_size_nm": 160.0, "plane_z_nm": [0.0, 400.0, 800.0, 1200.0]},
+        {"table2": PSFParams().to_dict(), "integrate_pixels": False},
+        {
+            "frame_size": [12, 12],
+            "n_molecules": [0, 0],
+            "weight_range": [0.4, 0.9],
+            "drift_max_nm": 0.0,
+            "noise": "physical",
+            "noise_params": {
+                "background": 4.0,
+                "read_noise_var": 2.0,
+                "em_gain": 10.0,
+                "baseline_adu": 100.0,
+            },
+        },
+    )
+    simulate_shard(tmp_path / "empty.h5", 3, settings, seed=1, dataset="val", index=0)
+    g = settings.grid
+    nothing = np.zeros((3, g.n_planes, 4, g.height, g.width), dtype=np.float32)
+    row = evaluate_shards([tmp_path / "empty.h5"], lambda frames: nothing, (0.5,)).iloc[0]
+    assert (row["tp"], row["fp"], row["fn"], row["n_molecules"]) == (0, 0, 0, 0)
+    assert math.isnan(row["jaccard"]) and math.isnan(row["precision"]) and math.isnan(row["recall"])
+
+    class Silent(torch.nn.Module):  # ĉ = sigmoid(-20) everywhere: nothing found
+        def logits(self, x):
+            return torch.full((x.shape[0], g.n_planes, 4, g.height, g.width), -20.0)
+
+    frames = torch.zeros(2, g.n_planes, g.height, g.width)
+    targets = torch.zeros(2, g.n_planes, 4, g.height, g.width)
+    val = evaluate(Silent(), [(frames, targets)], g, device=torch.device("cpu"), amp=False)
+    assert (val["val_tp"], val["val_fp"], val["val_fn"]) == (0, 0, 0)
+    assert math.isnan(val["val_jaccard"]) and math.isnan(val["val_error_nm"])

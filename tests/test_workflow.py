@@ -32,7 +32,7 @@ from PIL import Image
 import voxloc
 from voxloc.calibration import files
 from voxloc.evaluation.matching import Summary
-from voxloc.locs import LOC_SCHEMA, read_locs_metadata
+from voxloc.locs import LOC_SCHEMA, read_metadata
 from voxloc.network.model import load_checkpoint
 from voxloc.network.validation import LOG_COLUMNS
 from voxloc.simulation import shards
@@ -230,7 +230,7 @@ def read_schema_fields(path: Path) -> list[tuple[str, object]]:
 def test_localizations_parquet_schema_and_metadata(run, movie):
     path = run / f"results/localizations/{movie}.parquet"
     assert read_schema_fields(path) == [(f.name, f.type) for f in LOC_SCHEMA]
-    meta = read_locs_metadata(path)
+    meta = read_metadata(path)
     documented = {"px_size_nm", "plane_z_nm", "tau", "model_sha256", "voxloc_version", "sources"}
     documented |= {"n_frames", "width_px", "height_px"}
     assert documented <= set(meta), sorted(documented - set(meta))
@@ -261,7 +261,7 @@ def test_localizations_parquet_schema_and_metadata(run, movie):
     parts = []
     for c, chunk in enumerate(chunks):
         assert read_schema_fields(chunk) == read_schema_fields(path)
-        lo, hi = read_locs_metadata(chunk)["frame_range"]
+        lo, hi = read_metadata(chunk)["frame_range"]
         assert (lo, hi) == (6 * c, 6 * (c + 1))
         part = pd.read_parquet(chunk)
         assert len(part) > 0 and part["frame"].between(lo, hi - 1).all()
@@ -293,7 +293,7 @@ def test_picasso_export_round_trips(run, movie):
 
 @pytest.mark.parametrize("movie", MOVIES)
 def test_render_tiff_and_png(run, movie):
-    meta = read_locs_metadata(run / f"results/localizations/{movie}.parquet")
+    meta = read_metadata(run / f"results/localizations/{movie}.parquet")
     n_rows = pq.ParquetFile(run / f"results/localizations/{movie}.parquet").metadata.num_rows
     with tifffile.TiffFile(run / f"results/render/{movie}.tif") as tif:
         assert tif.is_imagej
@@ -337,7 +337,7 @@ def test_evaluation_tables(run):
 def test_rebuilding_a_deleted_chunk_is_idempotent(run):
     chunk = "results/localizations/demo1/chunk-0001.parquet"
     old_chunk = pd.read_parquet(run / chunk)
-    old_meta = read_locs_metadata(run / chunk)
+    old_meta = read_metadata(run / chunk)
     old_merged = pd.read_parquet(run / "results/localizations/demo1.parquet")
     (run / chunk).unlink()
     # Snakemake does not rebuild a deleted intermediate file while the products built from
@@ -358,7 +358,7 @@ def test_rebuilding_a_deleted_chunk_is_idempotent(run):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert job_counts(proc) == expected
     pd.testing.assert_frame_equal(pd.read_parquet(run / chunk), old_chunk)
-    new_meta = read_locs_metadata(run / chunk)
+    new_meta = read_metadata(run / chunk)
     assert new_meta == old_meta
     pd.testing.assert_frame_equal(pd.read_parquet(run / "results/localizations/demo1.parquet"), old_merged)
 
@@ -586,9 +586,8 @@ def test_bad_movie_leaves_no_output(bad_run, movie):
     chunks = sorted(p.name for p in (workdir / f"results/localizations/{movie}").glob("*"))
     if movie == "nan":  # the first chunk is good and kept; the bad one is not written
         assert chunks == ["chunk-0000.parquet"]
-        assert read_locs_metadata(workdir / "results/localizations/nan/chunk-0000.parquet")[
-            "frame_range"
-        ] == [0, 6]
+        meta = read_metadata(workdir / "results/localizations/nan/chunk-0000.parquet")
+        assert meta["frame_range"] == [0, 6]
     else:  # the header check failed: no chunk was started
         assert not (workdir / f"results/movies/{movie}/info.yaml").exists()
         assert chunks == []

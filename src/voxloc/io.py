@@ -1,4 +1,8 @@
-"""Small file helpers shared by every writer: atomic outputs, YAML, Parquet, TIFF."""
+"""Small file helpers shared by every writer: atomic outputs, YAML, TIFF, Parquet batches.
+
+Parquet tables with voxloc's key-value metadata are written by :mod:`voxloc.locs`
+(:func:`voxloc.locs.write_parquet`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import tifffile
 import yaml
 
@@ -21,7 +24,6 @@ __all__ = [
     "write_yaml",
     "read_yaml",
     "write_tiff",
-    "write_parquet",
 ]
 
 
@@ -86,22 +88,6 @@ def write_tiff(path: str | Path, data: np.ndarray, *, axes: str, **kwargs) -> No
         tifffile.imwrite(
             tmp, data, photometric="minisblack", metadata={"axes": axes}, bigtiff=bigtiff, **kwargs
         )
-
-
-def write_parquet(path: str | Path, table: pd.DataFrame, **metadata: object) -> None:
-    """Write a table atomically as Parquet, with ``metadata`` (and the voxloc version) stored
-    as the file's key-value metadata (values as strings)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from voxloc import __version__
-
-    arrow = pa.Table.from_pandas(table, preserve_index=False)
-    meta = dict(arrow.schema.metadata or {})
-    extra = {"voxloc_version": __version__, **metadata}
-    meta.update({str(k).encode(): str(v).encode() for k, v in extra.items()})
-    with atomic_output(path) as tmp:
-        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
 
 
 def iter_parquet_batches(pf, batch_rows: int, columns: list[str] | None = None):

@@ -4,8 +4,13 @@ Columns, units in their names: ``frame`` (int32, 0-based), ``x_nm``, ``y_nm``, `
 camera-1 geometry (pixel (i, j) centred at ((j + 0.5) s, (i + 0.5) s)), ``prob`` (the
 network's ĉ, float32) and the voxel indices ``plane``, ``row``, ``col``. Parquet files carry
 key-value metadata (pixel size, plane positions, τ, model hash, voxloc version, source
-files). Here: the schema, that metadata, merging chunk files, and the export to Picasso's
-HDF5 + YAML. The tables are made by :mod:`voxloc.localization.localize`.
+files). Here: the schema, merging chunk files, the export to Picasso's HDF5 + YAML, and the
+Parquet key-value metadata of every voxloc table (localizations, ground-truth emitters,
+matched molecules, sweep errors): one encoder, :func:`encode_metadata` (strings as they
+are, other values as JSON, voxloc's version added), one decoder, :func:`decode_metadata`
+(JSON values decoded, or with ``raw`` the strings as stored), and :func:`write_parquet`
+for tables written from pandas. The localization tables are made by
+:mod:`voxloc.localization.localize`.
 """
 
 from __future__ import annotations
@@ -24,15 +29,18 @@ import pyarrow.parquet as pq
 
 from voxloc import __version__
 from voxloc.errors import InputError
-from voxloc.io import atomic_output, iter_parquet_batches, write_yaml
+from voxloc.io import atomic_output, iter_parquet_batches, to_builtin, write_yaml
 
 __all__ = [
     "LOC_SCHEMA",
     "empty_locs",
     "file_sha256",
-    "metadata_bytes",
+    "encode_metadata",
+    "decode_metadata",
+    "read_metadata",
+    "metadata_json",
+    "write_parquet",
     "to_arrow",
-    "read_locs_metadata",
     "merge_locs",
     "merge_chunk_files",
     "write_picasso",
@@ -68,12 +76,76 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def metadata_bytes(metadata: Mapping[str, Any]) -> dict[bytes, bytes]:
-    """Parquet key-value metadata: strings as they are, other values as JSON; voxloc's version added."""
+# ------------------------------------------------------------ key-value metadata
+
+
+def encode_metadata(metadata: Mapping[str, Any]) -> dict[bytes, bytes]:
+    """Parquet key-value metadata: ``voxloc_version`` first, then ``metadata`` in its order;
+    strings as they are, other values as JSON (numpy values as plain Python first).
+
+    A string that is itself JSON (e.g. ``json.dumps([0.0, 400.0])``) is stored as it is, so
+    it reads back as the same value.
+    """
     out = {}
     for k, v in {"voxloc_version": __version__, **metadata}.items():
-        out[str(k).encode()] = (v if isinstance(v, str) else json.dumps(v)).encode()
+        out[str(k).encode()] = (v if isinstance(v, str) else json.dumps(to_builtin(v))).encode()
     return out
+
+
+def _json_or_str(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def decode_metadata(metadata: Mapping[bytes, bytes] | None, *, raw: bool = False) -> dict[str, Any]:
+    """The key-value metadata of a Parquet schema (``schema.metadata``) as a dict.
+
+    Values are JSON-decoded where they are JSON (a number, a list, ``true``...) and kept as
+    strings otherwise; with ``raw``, all are the strings as stored. pandas' own entry
+    (``pandas``, its record of the DataFrame's columns) is left out. Bytes that are not
+    UTF-8 are replaced (U+FFFD), so a stray entry never makes a file unreadable.
+    """
+    out: dict[str, Any] = {}
+    for k, v in (metadata or {}).items():
+        key = k.decode(errors="replace")
+        if key == "pandas":
+            continue
+        text = v.decode(errors="replace")
+        out[key] = text if raw else _json_or_str(text)
+    return out
+
+
+def read_metadata(path: str | Path, *, raw: bool = False) -> dict[str, Any]:
+    """:func:`decode_metadata` of a Parquet file (read from its footer only); InputError
+    naming the file when it is not a readable Parquet file."""
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise InputError(f"{path}: not a readable Parquet file ({exc})".splitlines()[0]) from None
+    return decode_metadata(schema.metadata, raw=raw)
+
+
+def metadata_json(metadata: Mapping[str, str], key: str, path: str | Path) -> Any:
+    """One value of raw metadata (:func:`decode_metadata` with ``raw``) that must be JSON,
+    decoded; InputError naming the file and the key when it is not."""
+    try:
+        return json.loads(metadata[key])
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise InputError(f"{path}: metadata {key}={metadata[key]!r} is not valid JSON ({exc})") from None
+
+
+def write_parquet(path: str | Path, table: pd.DataFrame, **metadata: Any) -> None:
+    """Write a pandas table atomically as Parquet (no index), with pandas' schema record and
+    :func:`encode_metadata` of ``metadata`` as the file's key-value metadata."""
+    arrow = pa.Table.from_pandas(table, preserve_index=False)
+    meta = {**(arrow.schema.metadata or {}), **encode_metadata(metadata)}
+    with atomic_output(path) as tmp:
+        pq.write_table(arrow.replace_schema_metadata(meta), tmp)
+
+
+# ------------------------------------------------------------ localization tables
 
 
 def to_arrow(table: pd.DataFrame) -> pa.Table:
@@ -81,29 +153,11 @@ def to_arrow(table: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(table[LOC_SCHEMA.names], schema=LOC_SCHEMA, preserve_index=False)
 
 
-def read_locs_metadata(path: str | Path) -> dict[str, Any]:
-    """Key-value metadata of a localization Parquet, JSON values decoded."""
-    try:
-        raw = pq.read_schema(path).metadata or {}
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise InputError(f"{path}: not a readable Parquet file ({exc})".splitlines()[0]) from None
-    out = {}
-    for k, v in raw.items():
-        key = k.decode()
-        if key == "pandas":
-            continue
-        try:
-            out[key] = json.loads(v)
-        except json.JSONDecodeError:
-            out[key] = v.decode()
-    return out
-
-
 def merge_locs(chunks: Sequence[str | Path], path: str | Path, metadata: Mapping[str, Any]) -> int:
     """Concatenate chunk Parquets (in order) into one, streaming row groups; returns the row count."""
     n = 0
     with atomic_output(path) as tmp:
-        schema = LOC_SCHEMA.with_metadata(metadata_bytes(metadata))
+        schema = LOC_SCHEMA.with_metadata(encode_metadata(metadata))
         with pq.ParquetWriter(tmp, schema) as writer:
             for chunk in chunks:
                 for batch in iter_parquet_batches(pq.ParquetFile(chunk), 1 << 16):
@@ -118,7 +172,7 @@ def merge_chunk_files(chunks: Sequence[str | Path], path: str | Path) -> int:
     """Merge the chunk Parquets of one movie; metadata from the first chunk (minus its frame range)."""
     if not chunks:
         raise InputError(f"{path}: no chunk to merge")
-    meta = read_locs_metadata(chunks[0])
+    meta = read_metadata(chunks[0])
     meta.pop("frame_range", None)
     n = merge_locs(chunks, path, meta)
     log.info("%s: %d localizations from %d chunks", path, n, len(chunks))
@@ -146,7 +200,7 @@ def write_picasso(
     """
     import h5py
 
-    meta = read_locs_metadata(parquet_path)
+    meta = read_metadata(parquet_path)
     s = float(meta["px_size_nm"])
     dtype = np.dtype(
         [

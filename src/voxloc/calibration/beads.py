@@ -1,21 +1,20 @@
-"""Bead z-stacks: reading, hot pixels, detection and per-slice Gaussian spot fits.
+"""Bead z-stacks: reading, ADU -> photons, hot pixels, detection and the spot fits per slice.
 
 The measurement half of the bead calibration (:mod:`voxloc.calibration.registration` does
-the registration, :mod:`voxloc.calibration.psf_fit` the defocus-curve fit); the per-slice
-spot fits themselves are :mod:`voxloc.calibration.spots`. A bead stack is (Z, 4, H, W): at slice n the stage has moved
-the beads to depth z_n = z_start + n z_step, so camera k sees a spot of width
-r(z_k - z_n) (Aritake et al. 2020, Eqs. 4-5). Every detected bead is fitted in every slice
-with the single-plane form of Eq. 4 (:func:`voxloc.physics.psf.gaussian_spot`) plus a tilted-plane
-background (the background of real bead slides slopes); the fits are batched
-Levenberg-Marquardt over all spots at once. Coordinates are continuous pixel coordinates
-(x, y) = (column, row) with pixel (i, j) centred at (j + 0.5, i + 0.5), as in
-:mod:`voxloc.physics.cameras`.
+the registration, :mod:`voxloc.calibration.psf_fit` the defocus-curve fit; the per-slice
+spot fits themselves are :mod:`voxloc.calibration.spots`). A bead stack is (Z, 4, H, W): at
+slice n the stage has moved the beads to depth z_n = z_start + n z_step, so camera k sees a
+spot of width r(z_k - z_n) (Aritake et al. 2020, Eqs. 4-5). Every detected bead is fitted
+in every slice with the single-plane form of Eq. 4 (:func:`voxloc.physics.psf.gaussian_spot`)
+plus a tilted-plane background (the background of real bead slides slopes). Coordinates
+are continuous pixel coordinates (x, y) = (column, row) with pixel (i, j) centred at
+(j + 0.5, i + 0.5), as in :mod:`voxloc.physics.cameras`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +22,12 @@ import numpy as np
 from scipy import ndimage
 from skimage.feature import peak_local_max
 
+from voxloc.calibration.options import BeadOptions, CalibrationOptions
 from voxloc.calibration.spots import CameraBeads, measure_camera
 from voxloc.errors import InputError
 from voxloc.io import open_tiff
 from voxloc.physics.cameras import N_PLANES
+from voxloc.physics.noise import adu_to_photons
 from voxloc.types import BoolArray, FloatArray
 
 __all__ = [
@@ -44,14 +45,13 @@ log = logging.getLogger(__name__)
 
 HOT_PIXEL_MIN_PHOTONS = 30.0
 
-
-# ---------------------------------------------------------------------------- reading
-
-
 #: a single bead vs. an overlapping pair (bead selection of the calibration)
 ELONGATION_MAX = 1.2  # axis ratio of a single bead's sharpest spot (a close pair is ~1.5-2)
 WIDTH_OUTLIER = 1.15  # a bead's sharpest width above this x the median: overlapping
 MIN_SEPARATION_PX = 4.0
+
+
+# ---------------------------------------------------------------------------- reading
 
 
 def stack_source(paths: Sequence[str | Path]) -> str:
@@ -186,31 +186,30 @@ class BeadStack:
 
 
 def measure_stack(
-    paths: str | Path | Sequence[str | Path], beads_cfg: Mapping, calib_cfg: Mapping
+    paths: str | Path | Sequence[str | Path], beads: BeadOptions, opts: CalibrationOptions
 ) -> BeadStack:
     """Read a bead stack (config ``calibration.beads``), convert ADU to photons, repair hot
     pixels, detect the beads in each camera and fit them in every slice."""
     paths = [str(paths)] if isinstance(paths, str | Path) else [str(p) for p in paths]
-    n_slices = beads_cfg.get("n_slices")
+    n_slices = beads.n_slices
     raw = read_bead_stack(paths, n_slices=None if n_slices is None else int(n_slices))
-    gain = float(beads_cfg["adu_per_photon"])
-    saturation = float(beads_cfg.get("saturation_adu", 65535))
-    z_nm = float(beads_cfg.get("z_start_nm", 0.0)) + float(beads_cfg["z_step_nm"]) * np.arange(raw.shape[0])
+    saturation = float(beads.saturation_adu)
+    z_nm = float(beads.z_start_nm) + float(beads.z_step_nm) * np.arange(raw.shape[0])
     cams, n_hot = [], []
     for k in range(N_PLANES):
         where = paths[k] if len(paths) == N_PLANES else f"{paths[0]} (camera {k + 1})"
-        photons = (raw[:, k].astype(np.float32) - np.float32(beads_cfg["offset_adu"])) / np.float32(gain)
+        photons = adu_to_photons(raw[:, k], beads.offset_adu, float(beads.adu_per_photon))
         hot = find_hot_pixels(photons)
         photons = repair_hot_pixels(photons, hot)
-        xy = detect_beads(photons, snr=float(calib_cfg.get("detect_snr", 10.0)))
+        xy = detect_beads(photons, snr=float(opts.detect_snr))
         log.info("camera %d: %d hot pixel(s), %d bead(s) detected", k + 1, int(hot.sum()), len(xy))
-        if len(xy) < int(calib_cfg.get("min_beads", 4)):
+        if len(xy) < int(opts.min_beads):
             raise InputError(
-                f"{where}: {len(xy)} bead(s) detected, need >= {calib_cfg.get('min_beads', 4)} "
+                f"{where}: {len(xy)} bead(s) detected, need >= {opts.min_beads} "
                 "(config calibration.min_beads, calibration.detect_snr)"
             )
         sat = (raw[:, k] >= saturation) & ~hot
-        cams.append(measure_camera(photons, sat, xy, min_snr=float(calib_cfg.get("min_snr", 5.0))))
+        cams.append(measure_camera(photons, sat, xy, min_snr=float(opts.min_snr)))
         n_hot.append(int(hot.sum()))
     return BeadStack(cams, z_nm, (raw.shape[2], raw.shape[3]), paths, n_hot)
 

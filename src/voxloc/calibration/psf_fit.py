@@ -1,29 +1,27 @@
 """The defocus curve from bead widths (Aritake et al. 2020, Eq. 5, Fig. 2) and the PSF of
 Table 2 with the measured plane positions: the fitting half of the bead calibration
-(:mod:`voxloc.calibration.calibrate` runs it and writes psf.yaml)."""
+(:mod:`voxloc.calibration.calibrate` runs it, :func:`voxloc.calibration.files.save_psf`
+writes psf.yaml)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
-from voxloc.calibration.beads import ELONGATION_MAX, MIN_SEPARATION_PX, WIDTH_OUTLIER
+from voxloc.calibration.beads import ELONGATION_MAX, MIN_SEPARATION_PX, WIDTH_OUTLIER, BeadStack
+from voxloc.calibration.options import CalibrationOptions
 from voxloc.calibration.spots import CameraBeads
 from voxloc.errors import InputError
 from voxloc.physics.cameras import N_PLANES, apply_affine
 from voxloc.physics.psf import PSFParams, defocus_width_nm
 from voxloc.types import BoolArray, FloatArray
-
-if TYPE_CHECKING:
-    from voxloc.calibration.beads import BeadStack
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +41,28 @@ class DefocusFit:
     residual_nm: FloatArray  # (n_points,) observed - fitted width
     inlier: BoolArray  # (n_points,)
     defocus_nm: FloatArray  # (n_points,) z_k - z_bead at each point
+
+    @property
+    def n_outliers(self) -> int:
+        return int((~self.inlier).sum())
+
+    @property
+    def residual_rms_nm(self) -> float:
+        """Rms of the inliers' width residuals."""
+        res = self.residual_nm[self.inlier]
+        return float(np.sqrt(np.mean(res**2)))
+
+    @property
+    def residual_rms_percent(self) -> float:
+        """Rms of the inliers' width residuals relative to the fitted width, in %."""
+        res = self.residual_nm[self.inlier]
+        rel = res / (self.width_nm[self.inlier] - res)
+        return float(100 * np.sqrt(np.mean(rel**2)))
+
+    @property
+    def bead_z_offset_rms_nm(self) -> float:
+        """Rms of the beads' fitted heights."""
+        return float(np.sqrt(np.mean(self.bead_offset_nm**2)))
 
 
 def _curve(theta: FloatArray, plane: np.ndarray, bead: np.ndarray, z_nm: FloatArray, n_beads: int):
@@ -182,13 +202,13 @@ class PSFCalibration:
 
 
 def fit_psf_stack(
-    stack: BeadStack, matrices: Sequence[FloatArray], calib_cfg: Mapping, px_size_nm: float
+    stack: BeadStack, matrices: Sequence[FloatArray], opts: CalibrationOptions, px_size_nm: float
 ) -> PSFCalibration:
     """The PSF of Table 2 and the plane positions from a measured bead stack (Eqs. 4-6)."""
-    idx, sel = _psf_beads(stack, matrices, float(calib_cfg.get("match_tolerance_px", 3.0)) / 3)
+    idx, sel = _psf_beads(stack, matrices, float(opts.match_tolerance_px) / 3)
     counts = sel["counts"]
     use = idx[sel["use"]]
-    min_beads = int(calib_cfg.get("min_beads", 4))
+    min_beads = int(opts.min_beads)
     log.info("PSF beads: %s, %d usable", counts, len(use))
     if len(idx) and sel["saturated"].all():
         raise InputError(
@@ -215,10 +235,8 @@ def fit_psf_stack(
         bg.append(float(np.nanmedian(np.where(good, cam.params[j, :, 4], np.nan))))
         if not good.any():
             raise InputError(f"{stack.path(k)}: no bead rises above the background in camera {k + 1}")
-    curve = fit_defocus_curve(
-        width, sigma, stack.z_nm, per_bead_offset=bool(calib_cfg.get("per_bead_z_offset", True))
-    )
-    bead_weight = float(calib_cfg.get("bead_weight", 1.0))
+    curve = fit_defocus_curve(width, sigma, stack.z_nm, per_bead_offset=bool(opts.per_bead_z_offset))
+    bead_weight = float(opts.bead_weight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_bead = np.nanmedian(a_bead.reshape(len(use), -1), axis=1)

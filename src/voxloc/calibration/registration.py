@@ -1,15 +1,24 @@
-"""TODO docstring."""
+"""Registration of cameras 2-4 onto camera 1 from beads (Aritake et al. 2020, Sect. 4.1).
+
+For each camera k, the single beads (no overlapping neighbour) of camera k and camera 1
+are matched: a coarse flip and shift by phase correlation of rendered bead maps, tried
+over the mirror flips none/x/y/xy (or the one configured in ``calibration.flip``), then
+mutual nearest neighbours refined by affine refits at shrinking radii, then RANSAC on the
+matched pairs' mean positions. The least-squares affine T_k of the inliers maps camera-k
+pixel coordinates onto camera 1's (the convention of :mod:`voxloc.physics.cameras`).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.spatial import cKDTree
 
 from voxloc.calibration.beads import BeadStack, single_beads
+from voxloc.calibration.options import CalibrationOptions
 from voxloc.calibration.spots import CameraBeads
 from voxloc.errors import InputError
 from voxloc.physics.cameras import FLIPS, N_PLANES, apply_affine, flip_matrix
@@ -135,15 +144,15 @@ def _pair_positions(
 
 
 def register_camera(
-    stack: BeadStack, k: int, flips: Sequence[str], *, px_size_nm: float, calib_cfg: Mapping
+    stack: BeadStack, k: int, flips: Sequence[str], *, px_size_nm: float, opts: CalibrationOptions
 ) -> CameraRegistration:
     """Affine of camera k (1..3, 0-based) onto camera 1: coarse step, matching, RANSAC, refit."""
     where = stack.path(k)
     ref, mov = stack.cameras[0], stack.cameras[k]
     r_use, m_use = np.flatnonzero(single_beads(ref)), np.flatnonzero(single_beads(mov))
     r_xy, m_xy = ref.mean_xy_px()[r_use], mov.mean_xy_px()[m_use]
-    tol = float(calib_cfg.get("match_tolerance_px", 3.0))
-    min_beads = int(calib_cfg.get("min_beads", 4))
+    tol = float(opts.match_tolerance_px)
+    min_beads = int(opts.min_beads)
     log.info("camera %d -> camera 1: %d and %d single beads", k + 1, len(m_use), len(r_use))
     t, flip, n = coarse_registration(r_xy, m_xy, stack.shape, flips, tol)
     fail = f"{where}: no consistent set of >= {min_beads} beads of camera {k + 1} matched camera 1"
@@ -160,7 +169,7 @@ def register_camera(
     p_ref, p_mov = _pair_positions(ref, ia, mov, ib)
     from skimage.measure import ransac
 
-    threshold_px = float(calib_cfg.get("ransac_threshold_nm", 100.0)) / px_size_nm
+    threshold_px = float(opts.ransac_threshold_nm) / px_size_nm
     model, inliers = ransac(
         (p_mov, p_ref), _AffineModel, min_samples=3, residual_threshold=threshold_px, max_trials=500, rng=0
     )
@@ -186,13 +195,15 @@ def register_camera(
     )
 
 
-def register_cameras(stack: BeadStack, calib_cfg: Mapping, px_size_nm: float) -> list[CameraRegistration]:
+def register_cameras(
+    stack: BeadStack, opts: CalibrationOptions, px_size_nm: float
+) -> list[CameraRegistration]:
     """Registrations of cameras 2-4 onto camera 1 (config ``calibration.flip``: auto or a flip)."""
-    flips_cfg = list(calib_cfg.get("flip", ["auto"] * (N_PLANES - 1)))
+    flips_cfg = list(opts.flip)
     regs = []
     for k in range(1, N_PLANES):
         flips = FLIPS if flips_cfg[k - 1] == "auto" else (flips_cfg[k - 1],)
-        reg = register_camera(stack, k, flips, px_size_nm=px_size_nm, calib_cfg=calib_cfg)
+        reg = register_camera(stack, k, flips, px_size_nm=px_size_nm, opts=opts)
         log.info(
             "camera %d: flip %s, %d matched, %d inliers, residual rms %.1f nm",
             k + 1, reg.flip, reg.n_matched, reg.n_inliers, reg.residual_rms_nm,

@@ -19,7 +19,6 @@ matched truths per axis and the ratio RMSE / sqrt(mean CRLB).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,8 @@ import pandas as pd
 
 from voxloc.errors import InputError
 from voxloc.evaluation.matching import MatchResult, Summary, match_tables, molecule_table, summary
-from voxloc.physics.crlb import CRLBModel, with_crlb
+from voxloc.physics.crlb import crlb_table
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import PSFParams
 
@@ -47,22 +47,16 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------ Cramér-Rao bound
 
 
-def crlb_model_from_truth(path: str | Path) -> CRLBModel | None:
-    """The generator's physics stored in a ground-truth Parquet's metadata, or None."""
-    import pyarrow.parquet as pq
+def crlb_model_from_truth(path: str | Path) -> tuple[Microscope, str] | None:
+    """(the generator's physics stored in a ground-truth Parquet's metadata, "ground truth"),
+    or None when the metadata holds none."""
+    from voxloc.locs import read_metadata
 
-    meta = {k.decode(): v.decode() for k, v in (pq.read_schema(path).metadata or {}).items()}
+    meta = read_metadata(path, raw=True)
     if not {"psf", "plane_z_nm", "noise", "px_size_nm"} <= meta.keys():
         return None
     try:
-        return CRLBModel(
-            psf=PSFParams.from_dict(json.loads(meta["psf"])),
-            plane_z_nm=tuple(float(z) for z in json.loads(meta["plane_z_nm"])),
-            px_size_nm=float(meta["px_size_nm"]),
-            noise=NoiseModel(**json.loads(meta["noise"])),
-            integrate_pixels=bool(json.loads(meta.get("integrate_pixels", "false"))),
-            source="ground truth",
-        )
+        return Microscope.from_metadata(meta), "ground truth"
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{path}: bad generator metadata for the CRLB ({exc})".splitlines()[0]) from None
 
@@ -75,10 +69,10 @@ def crlb_model_from_config(
     px_size_nm: float,
     noise: dict,
     integrate_pixels: bool = False,
-) -> CRLBModel | None:
-    """The pipeline's own physics: the bead-calibrated PSF and planes (``psf_yaml``) or config
-    ``psf.table2`` + ``grid.plane_z_nm``, and the noise of config ``simulation`` (kind +
-    params). None when the noise kind is ``none`` (no bound)."""
+) -> tuple[Microscope, str] | None:
+    """(the pipeline's own physics, where it came from): the bead-calibrated PSF and planes
+    (``psf_yaml``) or config ``psf.table2`` + ``grid.plane_z_nm``, and the noise of config
+    ``simulation`` (kind + params). None when the noise kind is ``none`` (no bound)."""
     from voxloc.calibration.files import load_psf
 
     if noise["kind"] == "none":
@@ -89,7 +83,7 @@ def crlb_model_from_config(
     else:
         psf, planes = PSFParams.from_dict(table2), tuple(plane_z_nm)
         source = "config (Table 2)"
-    return CRLBModel(psf, tuple(planes), float(px_size_nm), NoiseModel(**noise), integrate_pixels, source)
+    return Microscope(psf, tuple(planes), float(px_size_nm), NoiseModel(**noise), integrate_pixels), source
 
 
 def crlb_summary(truth_crlb: pd.DataFrame, match: MatchResult, result: Summary) -> dict[str, float]:
@@ -140,16 +134,18 @@ def evaluate_files(
     lateral_nm: float = 250.0,
     axial_nm: float = 500.0,
     crlb: bool = True,
-    crlb_model: CRLBModel | None = None,
+    crlb_model: tuple[Microscope, str] | None = None,
     molecules_out: str | Path | None = None,
 ) -> Summary:
     """Match a localization Parquet to a ground-truth Parquet; write one CSV row of metrics.
 
     With ``crlb`` and generator metadata in the ground truth (which takes precedence) or a
-    ``crlb_model``, the row also has the CRLB columns of :func:`crlb_summary`; ``molecules_out`` receives the
+    ``crlb_model`` ((microscope, source) as :func:`crlb_model_from_config` gives), the row
+    also has the CRLB columns of :func:`crlb_summary`; ``molecules_out`` receives the
     per-molecule table of :func:`molecule_table` as Parquet.
     """
-    from voxloc.io import atomic_output, write_parquet
+    from voxloc.io import atomic_output
+    from voxloc.locs import write_parquet
 
     cols = ["frame", "x_nm", "y_nm", "z_nm"]
     est = _read_table(locs_path, cols, "localizations")[cols]
@@ -160,9 +156,10 @@ def evaluate_files(
     row: dict = {"movie": movie, **result.to_dict()}
     model = (crlb_model_from_truth(truth_path) or crlb_model) if crlb else None
     if model is not None:
-        truth = with_crlb(truth, model)
+        microscope, source = model
+        truth = crlb_table(truth, microscope)
         row.update(crlb_summary(truth, match, result))
-        row["crlb_source"] = model.source
+        row["crlb_source"] = source
     row.update({"lateral_tolerance_nm": lateral_nm, "axial_tolerance_nm": axial_nm})
     if molecules_out is not None:
         write_parquet(molecules_out, molecule_table(est, truth, match), movie=movie)
@@ -188,7 +185,7 @@ def evaluate_files(
             row["crlb_x_nm"],
             row["crlb_y_nm"],
             row["crlb_z_nm"],
-            model.source,
+            source,
             row["rmse_to_crlb_x"],
             row["rmse_to_crlb_y"],
             row["rmse_to_crlb_z"],

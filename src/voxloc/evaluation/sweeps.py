@@ -34,8 +34,9 @@ import torch
 from voxloc.errors import ConfigError, InputError
 from voxloc.evaluation.matching import MatchResult, match_tables, matched_errors, summary
 from voxloc.evaluation.voxel_metrics import confusion
-from voxloc.io import atomic_output, write_parquet, write_tiff
-from voxloc.localization.localize import resolve_batch_frames, run_chunk
+from voxloc.io import atomic_output, write_tiff
+from voxloc.localization.localize import LocalizeOptions, resolve_batch_frames, run_chunk
+from voxloc.locs import write_parquet
 from voxloc.network.model import TrainedModel, load_checkpoint, read_checkpoint, select_device
 from voxloc.physics.noise import adu_per_photon, to_photons
 from voxloc.simulation.settings import SimulationSettings
@@ -125,7 +126,7 @@ def _density_point(
         sim = simulate_frames(n, fixed, rng)
         enc = encode(sim.emitters, n, grid)
         collisions += enc.n_collisions
-        out = model.predict(to_photons(sim.frames, settings.noise), batch_frames=batch_frames)
+        out = model.predict(to_photons(sim.frames, settings.physics.noise), batch_frames=batch_frames)
         sim.emitters["frame"] += start
         truths.append(sim.emitters)
         for tau in taus:
@@ -148,7 +149,7 @@ def _density_point(
                 "tau": tau,
                 "frames": n_frames,
                 **{f"voxel_{k}": v for k, v in c.items()},
-                "voxel_jaccard": c["tp"] / denom if denom else 1.0,
+                "voxel_jaccard": c["tp"] / denom if denom else float("nan"),  # as confusion()
                 "voxel_collisions": collisions,
                 **summary(est, truth, match).to_dict(),
                 **error_spread(err),
@@ -225,7 +226,7 @@ def write_speed_movie(
     Returns (offset_adu, adu_per_photon) to read it back: a ``physical`` noise model's
     baseline and gain, else photons + SPEED_OFFSET_ADU (gain 1), rounded.
     """
-    noise = settings.noise
+    noise = settings.physics.noise
     if noise.kind == "physical":
         offset, gain, add = noise.baseline_adu, adu_per_photon(noise), 0.0
     else:
@@ -284,15 +285,15 @@ def _speed_point(
     """One row of the speed table: write the S x S movie at the training density, localize
     one batch untimed (warm-up), then time run_chunk from the call (model loading, opening
     the TIFF) to the closed Parquet file."""
-    m = max(1, round(float(np.mean(base.n_molecules)) * size**2 / (base.grid.height * base.grid.width)))
-    grid = dataclasses.replace(base.grid, height=size, width=size)
+    m = max(1, round(float(np.mean(base.n_molecules)) * size**2 / (base.height * base.width)))
+    sized = dataclasses.replace(base, height=size, width=size, n_molecules=(m, m))
     rng = np.random.default_rng(shard_seed_sequence(seed, "speed_sweep", size))
     movie = tmp / f"movie-{size}.tif"
-    offset, gain = write_speed_movie(
-        movie, dataclasses.replace(base, grid=grid, n_molecules=(m, m)), n_frames, rng
+    offset, gain = write_speed_movie(movie, sized, n_frames, rng)
+    opts = dict(
+        name=f"speed-{size}", offset_adu=offset, adu_per_photon=gain, options=LocalizeOptions(**options)
     )
-    opts = dict(name=f"speed-{size}", offset_adu=offset, adu_per_photon=gain, **options)
-    eye = [np.eye(3)] * grid.n_planes
+    eye = [np.eye(3)] * sized.grid.n_planes
     t0 = time.perf_counter()
     run_chunk([movie], model_path, eye, tmp / "warmup.parquet", start=0, stop=options["batch_frames"], **opts)
     warmup = time.perf_counter() - t0

@@ -7,6 +7,11 @@ estimated labels c > τ (τ = 0.5 in Table 4).
 Adjacency (Table 5) is the 26-neighbourhood in the 3-D voxel grid (plane, row, column) of
 the same frame: two voxels of frame t are adjacent when they differ by at most one in each
 of plane, row and column (and are distinct). Voxels of different frames are never adjacent.
+
+A ratio whose denominator is 0 is undefined and given as NaN: the Jaccard index when there
+is nothing to find and nothing found, precision without estimates, recall without molecules
+(as :func:`voxloc.network.validation.evaluate` and :func:`voxloc.evaluation.matching.summary`
+do, and as NumPy and pandas give 0 / 0).
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ def confusion(targets: FloatArray, output: FloatArray, tau: float = 0.5) -> dict
     """Confusion matrix of voxel labels (Table 4) and the voxel Jaccard TP / (TP + FP + FN).
 
     ``targets`` and ``output`` are (T, P, 4, H, W) or (T, P, H, W); truth is c > 0.5, the
-    estimate c > ``tau``. Returns tp, fp, fn, tn (int) and jaccard (1.0 when there is
-    nothing to find and nothing found).
+    estimate c > ``tau``. Returns tp, fp, fn, tn (int) and jaccard (NaN when there is
+    nothing to find and nothing found: TP + FP + FN = 0).
     """
     t = labels(targets, 0.5)
     p = labels(output, tau)
@@ -53,7 +58,7 @@ def confusion(targets: FloatArray, output: FloatArray, tau: float = 0.5) -> dict
     fn = int(np.count_nonzero(t & ~p))
     tn = int(t.size - tp - fp - fn)
     denom = tp + fp + fn
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "jaccard": tp / denom if denom else 1.0}
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "jaccard": tp / denom if denom else float("nan")}
 
 
 def _count_neighbours(mask: BoolArray) -> np.ndarray:
@@ -126,7 +131,8 @@ def evaluate_shards(
     chunk_frames: int = 100,
 ) -> pd.DataFrame:
     """Tables 4 and 5 over simulated shards: one row per τ with the confusion matrix, voxel
-    Jaccard, precision, recall and the adjacency breakdown.
+    Jaccard, precision, recall and the adjacency breakdown (each NaN where its denominator is
+    0, e.g. the Jaccard index of shards without molecules and without detections).
 
     ``predict`` maps frames in photons (T, P, H, W) to the network output (T, P, 4, H, W)
     (e.g. :meth:`voxloc.network.model.TrainedModel.predict`). Targets are the shards' emitters encoded
@@ -147,7 +153,7 @@ def evaluate_shards(
             sim = read_shard(path, start, start + chunk_frames)
             n = sim.frames.shape[0]
             enc = encode(sim.emitters, n, settings.grid)
-            out = predict(to_photons(sim.frames, settings.noise))
+            out = predict(to_photons(sim.frames, settings.physics.noise))
             for tau in taus:
                 counts = {**confusion(enc.targets, out, tau), **adjacency_breakdown(enc.targets, out, tau)}
                 for key in keys:

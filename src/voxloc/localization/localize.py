@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 from voxloc.io import atomic_output
 from voxloc.localization.movies import Movie
 from voxloc.localization.resampling import Resampler
-from voxloc.locs import LOC_SCHEMA, empty_locs, file_sha256, metadata_bytes, to_arrow
+from voxloc.locs import LOC_SCHEMA, empty_locs, encode_metadata, file_sha256, to_arrow
 from voxloc.voxels import voxel_table
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ __all__ = [
     "iter_localizations",
     "prefetched",
     "resolve_batch_frames",
+    "LocalizeOptions",
     "run_chunk",
     "check_model_psf",
     "locs_metadata",
@@ -240,6 +242,34 @@ def check_model_psf(
     return warnings
 
 
+@dataclass(frozen=True)
+class LocalizeOptions:
+    """How :func:`run_chunk` localizes: the network's settings of the ``localize:`` config
+    section (defaults as in workflow/schemas/config.schema.yaml) and its CPU threads.
+
+    ``tau`` is the threshold τ on ĉ; ``batch_frames`` the network's batch
+    (:func:`resolve_batch_frames`); ``device`` ``auto``, ``cpu`` or ``cuda``; ``precision``
+    the network's arithmetic (:data:`voxloc.network.model.PRECISIONS`); ``prefetch`` the
+    number of batches read ahead in a background thread (:func:`iter_localizations`), 0 =
+    off; ``threads`` the CPU threads of the network (None: torch's default, one per core of
+    the machine; the rule passes its own).
+    """
+
+    tau: float = 0.5
+    batch_frames: int | str = "auto"
+    device: str = "auto"
+    precision: str = "auto"
+    prefetch: int = 2
+    threads: int | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], *, threads: int | None = None) -> LocalizeOptions:
+        """The options of config ``localize`` (its other keys, such as ``chunk_frames``,
+        ``camera`` or ``model``, are for other code and ignored), with the rule's ``threads``."""
+        keys = {f.name for f in fields(cls)} - {"threads"}
+        return cls(**{k: v for k, v in cfg.items() if k in keys}, threads=threads)
+
+
 def run_chunk(
     movie_paths: Sequence[str | Path],
     model_path: str | Path,
@@ -251,21 +281,15 @@ def run_chunk(
     stop: int,
     offset_adu: float,
     adu_per_photon: float,
-    tau: float = 0.5,
-    batch_frames: int | str = "auto",
-    device: str = "auto",
-    precision: str = "auto",
-    prefetch: int = 2,
-    threads: int | None = None,
+    options: LocalizeOptions | None = None,
     psf_calibration: str | Path | None = None,
 ) -> int:
     """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
 
-    ``precision`` is the network's (:data:`voxloc.network.model.PRECISIONS`), ``batch_frames`` its
-    batch (:func:`resolve_batch_frames`), ``prefetch`` the number of batches read ahead in a
-    background thread (:func:`iter_localizations`), ``threads`` the CPU threads of the network
-    (default: torch's, one per core of the machine). With ``prefetch`` the localization runs
-    in a second background thread too, so that writing Parquet overlaps the next batch.
+    The movie's camera gives ``offset_adu`` and ``adu_per_photon``; ``options``
+    (:class:`LocalizeOptions`, default: its defaults) say how the network runs. With a
+    prefetch the localization runs in a second background thread too, so that writing
+    Parquet overlaps the next batch.
 
     With ``psf_calibration`` (psf.yaml of the bead calibration) a model trained for another
     PSF or other plane positions is reported as a warning in the log.
@@ -275,9 +299,10 @@ def run_chunk(
     from voxloc.localization.movies import open_movie
     from voxloc.network.model import load_checkpoint, select_device
 
-    if threads is not None:
-        torch.set_num_threads(max(1, int(threads)))
-    model = load_checkpoint(model_path, select_device(device), precision)
+    opts = options if options is not None else LocalizeOptions()
+    if opts.threads is not None:
+        torch.set_num_threads(max(1, int(opts.threads)))
+    model = load_checkpoint(model_path, select_device(opts.device), opts.precision)
     if psf_calibration is not None:
         from voxloc.calibration.files import load_psf
 
@@ -288,8 +313,8 @@ def run_chunk(
     n = 0
     with open_movie(movie_paths, name=name, offset_adu=offset_adu, adu_per_photon=adu_per_photon) as movie:
         resampler = Resampler(list(registrations), movie.camera_shapes)
-        meta = locs_metadata(model, model_path, movie, tau=tau)
-        schema = LOC_SCHEMA.with_metadata(metadata_bytes({**meta, "frame_range": [start, stop]}))
+        meta = locs_metadata(model, model_path, movie, tau=opts.tau)
+        schema = LOC_SCHEMA.with_metadata(encode_metadata({**meta, "frame_range": [start, stop]}))
         # stream each batch's table into the Parquet file: memory does not grow with the chunk
         with atomic_output(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
             batches = iter_localizations(
@@ -298,11 +323,11 @@ def run_chunk(
                 resampler,
                 start=start,
                 stop=stop,
-                tau=tau,
-                batch_frames=batch_frames,
-                prefetch=prefetch,
+                tau=opts.tau,
+                batch_frames=opts.batch_frames,
+                prefetch=opts.prefetch,
             )
-            for table in prefetched(batches, prefetch):
+            for table in prefetched(batches, opts.prefetch):
                 writer.write_table(to_arrow(table).replace_schema_metadata(schema.metadata))
                 n += len(table)
     return n

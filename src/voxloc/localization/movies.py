@@ -27,6 +27,7 @@ import tifffile
 from voxloc.errors import InputError
 from voxloc.io import open_tiff
 from voxloc.physics.cameras import N_PLANES
+from voxloc.physics.noise import adu_to_photons
 from voxloc.types import FloatArray
 
 __all__ = ["TiffPlanes", "Movie", "open_movie"]
@@ -243,10 +244,7 @@ class Movie:
     def photons(self, raw: Any) -> Any:
         """ADU -> photons, float32: (raw - offset_adu) / adu_per_photon, for a numpy array or
         a torch tensor (converted on its own device: the GPU path of localization)."""
-        if isinstance(raw, np.ndarray):
-            data = raw.astype(np.float32)
-            return (data - np.float32(self.offset_adu)) / np.float32(self.adu_per_photon)
-        return (raw.float() - float(self.offset_adu)) / float(self.adu_per_photon)
+        return adu_to_photons(raw, self.offset_adu, self.adu_per_photon)
 
     def read_photons(self, start: int, stop: int) -> list[FloatArray]:
         """Frames [start, stop) per camera in photons, float32, checked for NaN / inf."""

@@ -1,8 +1,9 @@
 """Training batches streamed from HDF5 shards (Aritake et al. 2020, Sect. 4.2).
 
 :class:`ShardBatches` is a map-style dataset whose items are whole batches, keyed by
-(epoch, global frame indices): it opens the shards lazily in each process (one h5py handle
-per DataLoader worker), reads only the frames of the batch, and encodes their targets with
+(epoch, global frame indices): it reads the shards through one
+:class:`voxloc.simulation.shards.ShardReader` each (files opened lazily in each process, one
+handle per DataLoader worker), reads only the frames of the batch, and encodes their targets with
 :func:`voxloc.voxels.encode`. Nothing is held in memory beyond one batch per worker.
 
 :class:`EpochBatches` is the sampler: a permutation of all frames drawn from (seed, epoch)
@@ -18,15 +19,12 @@ its data. Epoch 0 uses the stored frames.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
@@ -35,8 +33,8 @@ from voxloc.errors import InputError
 from voxloc.network.normalise import normalise
 from voxloc.physics.noise import add_noise, to_photons
 from voxloc.simulation.settings import SimulationSettings
-from voxloc.simulation.shards import read_settings, settings_from_dict
-from voxloc.simulation.simulate import EMITTER_COLUMNS, expected_frames, sample_drift
+from voxloc.simulation.shards import ShardReader, read_settings
+from voxloc.simulation.simulate import expected_frames, sample_drift
 from voxloc.types import FloatArray
 from voxloc.voxels import VoxelGrid, encode
 
@@ -103,8 +101,8 @@ class EpochBatches(torch.utils.data.Sampler):
 class ShardBatches(torch.utils.data.Dataset):
     """Map-style dataset over shards: ``ds[BatchKey]`` -> (inputs (B, P, H, W), targets (B, P, 4, H, W)).
 
-    Inputs are normalised photons (:func:`voxloc.network.normalise.normalise`); h5py handles are
-    opened on first use in each process (fork-safe).
+    Inputs are normalised photons (:func:`voxloc.network.normalise.normalise`); the shards'
+    files are opened on first use in each process (fork-safe, see ShardReader).
     """
 
     def __init__(
@@ -122,49 +120,25 @@ class ShardBatches(torch.utils.data.Dataset):
         self.paths = [str(p) for p in paths]
         self.normalisation = dict(normalisation)
         self.resample, self.seed = resample, int(seed)
-        self.settings: list[SimulationSettings] = []
-        lengths = []
-        for p in self.paths:
-            with h5py.File(p, "r") as h5:
-                lengths.append(int(h5["frames"].shape[0]))
-                self.settings.append(settings_from_dict(json.loads(h5.attrs["settings_json"])))
+        self.readers = [ShardReader(p) for p in self.paths]
+        self.settings: list[SimulationSettings] = [r.settings for r in self.readers]
         self.grid: VoxelGrid = check_compatible(self.paths).grid
-        self.starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        self._files: dict[int, h5py.File] = {}
-        self._pid = -1
+        self.starts = np.concatenate([[0], np.cumsum([r.n_frames for r in self.readers])]).astype(np.int64)
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
-    def __getstate__(self) -> dict:  # never pickle open handles (spawned workers)
-        state = self.__dict__.copy()
-        state["_files"], state["_pid"] = {}, -1
-        return state
-
-    def _file(self, shard: int) -> h5py.File:
-        if self._pid != os.getpid():
-            self._files, self._pid = {}, os.getpid()
-        if shard not in self._files:
-            self._files[shard] = h5py.File(self.paths[shard], "r")
-        return self._files[shard]
-
     def close(self) -> None:
-        for h5 in self._files.values():
-            h5.close()
-        self._files = {}
+        for reader in self.readers:
+            reader.close()
 
     def _read(self, shard: int, local: np.ndarray, epoch: int) -> tuple[FloatArray, pd.DataFrame]:
         """Frames (photons) and emitters (frame renumbered 0..n-1) of frames ``local`` of a shard."""
-        h5 = self._file(shard)
-        offsets = h5["emitter_offsets"]
-        recs = [h5["emitters"][offsets[i] : offsets[i + 1]] for i in local]
-        rec = np.concatenate(recs) if recs else np.zeros(0, h5["emitters"].dtype)
-        table = pd.DataFrame({name: rec[name] for name in EMITTER_COLUMNS})
-        table["frame"] = np.repeat(np.arange(local.size), [r.size for r in recs]).astype(np.int32)
+        reader = self.readers[shard]
+        table = reader.read_emitters(local)
         settings = self.settings[shard]
         if self.resample == "none" or epoch == 0:
-            frames = np.stack([h5["frames"][i] for i in local])
-            return to_photons(frames, settings.noise), table
+            return to_photons(reader.read_frames(local), settings.physics.noise), table
         return self._simulate(shard, local, epoch, table, settings), table
 
     def _simulate(
@@ -178,10 +152,10 @@ class ShardBatches(torch.utils.data.Dataset):
             p = settings.grid.n_planes
             drift = np.concatenate([sample_drift(1, p, settings.drift_max_nm, r) for r in rngs])
         else:
-            drift = np.stack([self._file(shard)["drift_nm"][i] for i in local])
+            drift = self.readers[shard].read_drift(local)
         signal = expected_frames(table, drift, settings)
-        frames = np.stack([add_noise(signal[n], settings.noise, r) for n, r in enumerate(rngs)])
-        return to_photons(frames, settings.noise)
+        frames = np.stack([add_noise(signal[n], settings.physics.noise, r) for n, r in enumerate(rngs)])
+        return to_photons(frames, settings.physics.noise)
 
     def __getitem__(self, key: BatchKey) -> tuple[torch.Tensor, torch.Tensor]:
         idx = np.asarray(key.frames, dtype=np.int64)

@@ -49,19 +49,20 @@ class QuantizedVoxelNet(nn.Module):
 def calibration_frames(meta: Mapping[str, Any], n_frames: int = 32, seed: int = 20201103) -> np.ndarray:
     """Frames in photons (T, P, H, W) simulated like the model's training frames (paper noise
     and the default grid when the model file holds no simulation settings)."""
+    from voxloc.physics.microscope import Microscope
     from voxloc.physics.noise import to_photons
     from voxloc.simulation.settings import SimulationSettings
     from voxloc.simulation.shards import settings_from_dict
     from voxloc.simulation.simulate import simulate_frames
-    from voxloc.voxels import VoxelGrid
 
     if "simulation" in meta:
         settings = settings_from_dict(meta["simulation"])
     else:
         g = meta["grid"]
-        settings = SimulationSettings(grid=VoxelGrid(64, 64, float(g["px_size_nm"]), tuple(g["plane_z_nm"])))
+        physics = Microscope(plane_z_nm=tuple(g["plane_z_nm"]), px_size_nm=float(g["px_size_nm"]))
+        settings = SimulationSettings(physics, height=64, width=64)
     sim = simulate_frames(n_frames, settings, np.random.default_rng(seed))
-    return to_photons(sim.frames, settings.noise)
+    return to_photons(sim.frames, settings.physics.noise)
 
 
 def quantize_int8(net: nn.Module, calibration: torch.Tensor) -> QuantizedVoxelNet:

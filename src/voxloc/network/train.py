@@ -7,16 +7,16 @@ at τ and the localization error of matched voxels) into ``log.csv``.
 Resumable: ``checkpoint.pt`` beside ``model.pt`` is written atomically after every epoch
 and when SIGTERM arrives (SLURM sends it before preemption; the run then stops with
 :class:`Preempted`). It holds weights, optimizer and grad-scaler state, the position
-(epoch, next batch), the log rows and a fingerprint of the inputs and settings. A rerun
-with the same fingerprint continues from it; since every batch is a function of
-(seed, epoch, frames) only (:mod:`voxloc.network.batches`), a resumed run on CPU ends with the same
-weights as an uninterrupted one. Raising ``epochs`` and rerunning continues a finished run.
+(epoch, next batch), the log rows and a fingerprint of the inputs and settings
+(:mod:`voxloc.network.resume`). A rerun with the same fingerprint continues from it; since
+every batch is a function of (seed, epoch, frames) only (:mod:`voxloc.network.batches`), a
+resumed run on CPU ends with the same weights as an uninterrupted one. Raising ``epochs``
+and rerunning continues a finished run.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import sys
@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import torch
 from tqdm import tqdm
 
@@ -35,6 +34,7 @@ from voxloc.network.batches import RESAMPLE, EpochBatches, ShardBatches, check_c
 from voxloc.network.loss import voxel_loss
 from voxloc.network.model import DEFAULT_ARCH, build_model, read_checkpoint, save_checkpoint, select_device
 from voxloc.network.normalise import DEFAULT_NORMALISATION
+from voxloc.network.resume import fingerprint, resume, shard_identity
 from voxloc.network.validation import amp_context, evaluate, to_device, write_log_csv
 from voxloc.simulation.shards import settings_to_dict
 from voxloc.voxels import VoxelGrid
@@ -42,9 +42,6 @@ from voxloc.voxels import VoxelGrid
 __all__ = ["TrainOptions", "Preempted", "train_model", "train_step"]
 
 log = logging.getLogger(__name__)
-
-#: options that do not change the weights: excluded from the resume fingerprint
-_NOT_FINGERPRINTED = ("name", "epochs", "device", "gpu", "num_workers", "progress_interval_s", "amp")
 
 
 @dataclass
@@ -169,28 +166,6 @@ def train_step(
     return float(loss.detach())
 
 
-def _shard_identity(paths: Sequence[str | Path]) -> list[dict]:
-    out = []
-    for p in paths:
-        with h5py.File(p, "r") as h5:
-            a = h5.attrs
-            out.append(
-                {
-                    "path": str(p),
-                    "n_frames": int(h5["frames"].shape[0]),
-                    "seed_entropy": str(a.get("seed_entropy", "")),
-                    "settings_sha256": hashlib.sha256(str(a["settings_json"]).encode()).hexdigest(),
-                }
-            )
-    return out
-
-
-def _fingerprint(opts: TrainOptions, seed: int, shards: list[dict], init_sha: str | None) -> str:
-    cfg = {k: v for k, v in asdict(opts).items() if k not in _NOT_FINGERPRINTED}
-    doc = json.dumps({"train": cfg, "seed": seed, "shards": shards, "init": init_sha}, sort_keys=True)
-    return hashlib.sha256(doc.encode()).hexdigest()
-
-
 def _model_meta(
     opts: TrainOptions, seed: int, grid: VoxelGrid, settings_dict: dict, shards: list[dict]
 ) -> dict:
@@ -257,8 +232,8 @@ def train_model(
     grid = settings.grid
     if int(opts.arch["n_planes"]) != grid.n_planes:
         raise ValueError(f"architecture has {opts.arch['n_planes']} planes, the shards {grid.n_planes}")
-    shards = _shard_identity(list(train_paths))
-    fingerprint = _fingerprint(opts, seed, shards + _shard_identity(list(val_paths)), init_sha)
+    shards = shard_identity(list(train_paths))
+    run_fingerprint = fingerprint(asdict(opts), seed, shards + shard_identity(list(val_paths)), init_sha)
     meta = _model_meta(opts, seed, grid, settings_to_dict(settings), shards)
     if opts.init_from:
         meta["init_from"] = {"path": str(opts.init_from), "sha256": init_sha, "meta": init["meta"]}
@@ -272,22 +247,11 @@ def train_model(
     optim = torch.optim.Adam(net.parameters(), lr=opts.lr, betas=opts.betas)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    epoch, start_batch, history = 0, 0, []
-    loss_sum, loss_n = 0.0, 0
-    if ckpt_path.exists():
-        ckpt = read_checkpoint(ckpt_path, "cpu")
-        if ckpt.get("fingerprint") == fingerprint:
-            net.load_state_dict(ckpt["state_dict"])
-            optim.load_state_dict(ckpt["optimizer"])
-            if use_amp and ckpt.get("scaler"):
-                scaler.load_state_dict(ckpt["scaler"])
-            epoch, start_batch, history = int(ckpt["epoch"]), int(ckpt["batch"]), list(ckpt["history"])
-            loss_sum, loss_n = float(ckpt["loss_sum"]), int(ckpt["loss_n"])
-            log.info("resuming from %s at epoch %d, batch %d", ckpt_path, epoch, start_batch)
-            if history:
-                write_log_csv(log_csv_path, history)
-        else:
-            log.warning("%s is from other inputs or settings: starting afresh", ckpt_path)
+    epoch, start_batch, history, loss_sum, loss_n = resume(
+        ckpt_path, run_fingerprint, net, optim, scaler, use_amp=use_amp
+    )
+    if history:  # resumed: the log so far
+        write_log_csv(log_csv_path, history)
 
     train_set = ShardBatches(train_paths, opts.normalisation, resample=opts.resample, seed=seed)
     val_set = ShardBatches(val_paths, opts.normalisation, resample="none", seed=seed)
@@ -315,7 +279,7 @@ def train_model(
             epoch=next_epoch,
             batch=next_batch,
             history=history,
-            fingerprint=fingerprint,
+            fingerprint=run_fingerprint,
             loss_sum=loss_sum,
             loss_n=loss_n,
         )

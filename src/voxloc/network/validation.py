@@ -71,7 +71,9 @@ def evaluate(
     A matched voxel is a true positive; its error is ζ̂ - ζ in nm (x, y: the pixel size;
     z: the slab thickness of its plane). ``val_error_nm`` is the mean 3-D distance,
     ``val_error_{x,y,z}_nm`` the mean absolute error per axis and ``val_rmse_{x,y,z}_nm`` the
-    root mean square error per axis.
+    root mean square error per axis. Undefined values are NaN: the Jaccard index when there
+    is nothing to find and nothing found (TP + FP + FN = 0, as in
+    :func:`voxloc.evaluation.voxel_metrics.confusion`), the errors without true positives.
     """
     was_training = net.training
     net.eval()

@@ -1,6 +1,7 @@
 """Cramér-Rao lower bound of (x, y, z) for one molecule of the quad-plane PSF.
 
-The expected image μ of one molecule (Eqs. 4-7) is rendered by :func:`voxloc.physics.psf.render_planes`
+The expected image μ of one molecule (Eqs. 4-7) of a :class:`voxloc.physics.microscope.Microscope`
+(PSF, focal planes, pixel, noise) is rendered by :func:`voxloc.physics.psf.render_planes`
 on a square pixel window around it in each of the P planes; its derivatives ∂μ/∂θ,
 θ = (x, y, z), are central finite differences with step ``step_nm`` (0.1 nm by default:
 the truncation error is O((h/r)^2) < 1e-6 relative for r >= 100 nm and, in float64, the
@@ -24,15 +25,14 @@ The bound is for a known PSF, known drift and known weight (only x, y, z are est
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from voxloc.physics.noise import NoiseModel, adu_per_photon, noise_variance
-from voxloc.physics.psf import PSFParams, defocus_width_nm, render_planes
+from voxloc.physics.microscope import Microscope
+from voxloc.physics.noise import noise_variance
+from voxloc.physics.psf import defocus_width_nm
 from voxloc.types import FloatArray
 
 __all__ = ["fisher_information", "crlb", "crlb_table", "crlb_ratio", "auto_window_px"]
@@ -40,59 +40,51 @@ __all__ = ["fisher_information", "crlb", "crlb_table", "crlb_ratio", "auto_windo
 _AXES = ("x", "y", "z")
 
 
-def auto_window_px(
-    z_nm: FloatArray | float,
-    *,
-    psf: PSFParams,
-    plane_z_nm: FloatArray,
-    px_size_nm: float,
-    n_sigma: float = 4.0,
-) -> int:
+def auto_window_px(microscope: Microscope, z_nm: FloatArray | float, *, n_sigma: float = 4.0) -> int:
     """Odd window side (pixels) covering ±``n_sigma`` r of the widest spot over all planes."""
     z = np.atleast_1d(np.asarray(z_nm, dtype=np.float64))
+    psf = microscope.psf
     r = defocus_width_nm(
-        np.asarray(plane_z_nm, dtype=np.float64)[None, :] - z[:, None],
+        np.asarray(microscope.plane_z_nm, dtype=np.float64)[None, :] - z[:, None],
         r0_nm=psf.r0_nm,
         D_nm=psf.D_nm,
         A=psf.A,
         B=psf.B,
     )
-    half = int(math.ceil(n_sigma * float(r.max()) / px_size_nm)) + 1
+    half = int(math.ceil(n_sigma * float(r.max()) / microscope.px_size_nm)) + 1
     return 2 * half + 1
 
 
-def _signal_gain(noise: NoiseModel) -> float:
+def _signal_gain(microscope: Microscope) -> float:
     """Mean output units per unit of the rendered signal: ADU/photon for physical, else 1."""
-    if noise.kind == "none":
+    if microscope.noise.kind == "none":
         raise ValueError("the CRLB is undefined without noise (noise kind 'none')")
-    return adu_per_photon(noise) if noise.kind == "physical" else 1.0
+    return microscope.adu_per_photon
 
 
 def fisher_information(
+    microscope: Microscope,
     x_nm: FloatArray | float,
     y_nm: FloatArray | float,
     z_nm: FloatArray | float,
     weight: FloatArray | float = 1.0,
     *,
-    psf: PSFParams,
-    plane_z_nm: FloatArray,
-    px_size_nm: float,
-    noise: NoiseModel,
     window_px: int | None = None,
-    integrate: bool = False,
     drift_nm: FloatArray | None = None,
     step_nm: float = 0.1,
     chunk: int = 512,
 ) -> FloatArray:
     """Fisher information (N, 3, 3) of θ = (x, y, z) in nm⁻² for N molecules (module doc).
 
+    The image is that of ``microscope`` (PSF, planes, pixel, noise, pixel sampling).
     Positions are in nm in the frame of plane 1; ``drift_nm`` (P, 2) or (N, P, 2) is the
     lateral drift Δk of Eq. 7 (plane k sees the molecule at (x, y) + Δk). ``window_px`` is
     the side of the square window rendered per plane (default: :func:`auto_window_px`, ±4 r
     of the widest spot); the window is centred on the pixel holding the molecule, so edge
     effects of the camera are ignored. Scalars in, (3, 3) out.
     """
-    gain = _signal_gain(noise)
+    gain = _signal_gain(microscope)
+    noise = microscope.noise
     scalar = all(np.ndim(v) == 0 for v in (x_nm, y_nm, z_nm, weight)) and (
         drift_nm is None or np.ndim(drift_nm) < 3
     )
@@ -101,16 +93,15 @@ def fisher_information(
     )
     n = x.size
     x, y, z, w = (v.reshape(n) for v in (x, y, z, w))
-    planes = np.asarray(plane_z_nm, dtype=np.float64).reshape(-1)
-    n_planes = planes.size
+    n_planes = microscope.n_planes
     if drift_nm is None:
         drift = np.zeros((n, n_planes, 2))
     else:
         drift = np.broadcast_to(np.asarray(drift_nm, dtype=np.float64), (n, n_planes, 2))
     if window_px is None:
-        window_px = auto_window_px(z, psf=psf, plane_z_nm=planes, px_size_nm=px_size_nm)
+        window_px = auto_window_px(microscope, z)
     half = window_px // 2
-    s = float(px_size_nm)
+    s = float(microscope.px_size_nm)
     # perturbations of (x, y, z): 0, +x, -x, +y, -y, +z, -z
     delta = np.zeros((7, 3))
     for a in range(3):
@@ -127,16 +118,8 @@ def fisher_information(
         xy = base[:, None, None, :] + drift[lo:hi, None, :, :] + delta[None, :, None, :2]  # (m, 7, P, 2)
         zz = z[lo:hi, None] + delta[None, :, 2]  # (m, 7)
         ww = np.broadcast_to(w[lo:hi, None], (m, 7))
-        mu = render_planes(
-            xy[:, :, None],
-            zz[:, :, None],
-            ww[:, :, None],
-            psf,
-            planes,
-            (window_px, window_px),
-            s,
-            integrate=integrate,
-            dtype=np.float64,
+        mu = microscope.render(
+            xy[:, :, None], zz[:, :, None], ww[:, :, None], (window_px, window_px), dtype=np.float64
         )  # (m, 7, P, H, W)
         d = (mu[:, 1::2] - mu[:, 2::2]) / (2.0 * step_nm)  # (m, 3, P, H, W)
         inv_var = gain * gain / noise_variance(mu[:, 0], noise)  # (m, P, H, W)
@@ -159,6 +142,7 @@ def _diag_inverse(info: FloatArray, rcond: float = 1e-10) -> FloatArray:
 
 
 def crlb(
+    microscope: Microscope,
     x_nm: FloatArray | float,
     y_nm: FloatArray | float,
     z_nm: FloatArray | float,
@@ -170,22 +154,20 @@ def crlb(
     Keyword arguments as for :func:`fisher_information`. An axis that the data cannot
     identify (e.g. z of a molecule exactly in focus of a single plane) gets ``inf``.
     """
-    info = fisher_information(x_nm, y_nm, z_nm, weight, **kwargs)
+    info = fisher_information(microscope, x_nm, y_nm, z_nm, weight, **kwargs)
     return _diag_inverse(info.reshape(-1, 3, 3))
 
 
 def crlb_table(
     truth: pd.DataFrame,
+    microscope: Microscope,
     *,
-    psf: PSFParams,
-    plane_z_nm: FloatArray,
-    px_size_nm: float,
-    noise: NoiseModel,
     drift_nm: FloatArray | None = None,
     frame_offset: int = 0,
     **kwargs,
 ) -> pd.DataFrame:
-    """Ground truth (frame, x_nm, y_nm, z_nm[, weight]) + crlb_x_nm, crlb_y_nm, crlb_z_nm.
+    """Ground truth (frame, x_nm, y_nm, z_nm[, weight]) + crlb_x_nm, crlb_y_nm, crlb_z_nm
+    for ``microscope``.
 
     The added columns are standard deviations (sqrt of the CRLB variances, nm). ``drift_nm``
     (T, P, 2) is the per-frame drift of Eq. 7 (row ``frame - frame_offset``), or (P, 2) for
@@ -199,14 +181,11 @@ def crlb_table(
         if drift.ndim == 3:
             drift = drift[truth["frame"].to_numpy(np.int64) - frame_offset]
     var = crlb(
+        microscope,
         truth["x_nm"].to_numpy(np.float64),
         truth["y_nm"].to_numpy(np.float64),
         truth["z_nm"].to_numpy(np.float64),
         weight,
-        psf=psf,
-        plane_z_nm=plane_z_nm,
-        px_size_nm=px_size_nm,
-        noise=noise,
         drift_nm=drift,
         **kwargs,
     )
@@ -226,36 +205,3 @@ def crlb_ratio(rmse_per_axis_nm: FloatArray, crlb_std_per_axis_nm: FloatArray) -
     std = np.asarray(crlb_std_per_axis_nm, dtype=np.float64).reshape(-1, rmse.size)
     var = np.where(np.isfinite(std), std**2, np.nan)
     return rmse / np.sqrt(np.nanmean(var, axis=0))
-
-
-@dataclass(frozen=True)
-class CRLBModel:
-    """The physics a bound is computed for: PSF (Eqs. 4-6), focal planes, pixel, noise (Eq. 3)."""
-
-    psf: PSFParams
-    plane_z_nm: tuple[float, ...]
-    px_size_nm: float
-    noise: NoiseModel
-    integrate_pixels: bool = False
-    source: str = "config"
-
-    def metadata(self) -> dict[str, str]:
-        """Parquet key-value metadata that :func:`crlb_model_from_truth` reads back."""
-        return {
-            "psf": json.dumps(self.psf.to_dict()),
-            "plane_z_nm": json.dumps([float(z) for z in self.plane_z_nm]),
-            "noise": json.dumps(self.noise.to_dict()),
-            "integrate_pixels": json.dumps(bool(self.integrate_pixels)),
-        }
-
-
-def with_crlb(truth: pd.DataFrame, model: CRLBModel) -> pd.DataFrame:
-    """Ground truth + crlb_x_nm, crlb_y_nm, crlb_z_nm (standard deviations) per molecule."""
-    return crlb_table(
-        truth,
-        psf=model.psf,
-        plane_z_nm=np.asarray(model.plane_z_nm),
-        px_size_nm=model.px_size_nm,
-        noise=model.noise,
-        integrate=model.integrate_pixels,
-    )

@@ -16,15 +16,26 @@ this is what lets the simulator reach thousands of frames/s on one core.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from voxloc.types import FloatArray, IntArray
 
-__all__ = ["NoiseModel", "NOISE_KINDS", "add_noise", "noise_variance", "poisson_constant", "adu_per_photon"]
+__all__ = [
+    "NoiseModel",
+    "NOISE_KINDS",
+    "add_noise",
+    "noise_variance",
+    "poisson_constant",
+    "adu_per_photon",
+    "adu_to_photons",
+    "to_photons",
+]
 
 NOISE_KINDS = ("paper", "physical", "none")
 
@@ -141,10 +152,22 @@ def noise_variance(expected: FloatArray, model: NoiseModel) -> FloatArray:
     return e_var / model.sensitivity_e_per_adu**2
 
 
+def adu_to_photons(adu: Any, offset_adu: float, adu_per_photon: float) -> Any:
+    """Camera ADU -> photons, float32: (adu - offset_adu) / adu_per_photon.
+
+    The one conversion of recorded pixels (bead stacks, movies, ``physical`` shards). A numpy
+    array (or anything :func:`numpy.asarray` takes) is converted in float32 arithmetic; a
+    torch tensor on its own device (``tensor.float()`` and Python-float scalars: the GPU path
+    of localization), without this module importing torch.
+    """
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported
+    if torch is not None and isinstance(adu, torch.Tensor):
+        return (adu.float() - float(offset_adu)) / float(adu_per_photon)
+    return (np.asarray(adu, np.float32) - np.float32(offset_adu)) / np.float32(adu_per_photon)
+
+
 def to_photons(frames: FloatArray, noise: NoiseModel) -> FloatArray:
     """Stored frames -> photons: ``physical`` shards are ADU ((y - baseline) / gain), others as is."""
     if noise.kind == "physical":
-        return (np.asarray(frames, np.float32) - np.float32(noise.baseline_adu)) / np.float32(
-            adu_per_photon(noise)
-        )
+        return adu_to_photons(frames, noise.baseline_adu, adu_per_photon(noise))
     return np.asarray(frames, np.float32)

@@ -4,14 +4,52 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from voxloc.render.png import depth_coded_rgb, write_depth_png
 from voxloc.render.tiff import write_render_tiff
 from voxloc.render.volume import Rendered, blur, render_parquet
 from voxloc.types import FloatArray, IntArray
 
+__all__ = ["RenderOptions", "render_movie"]
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How a movie is rendered: the ``render:`` config section (defaults as in
+    workflow/schemas/config.schema.yaml).
+
+    ``px_nm`` x ``px_nm`` x ``z_bin_nm`` voxels; ``blur_sigma_nm`` = (lateral, axial)
+    Gaussian sigmas, 0 = off, applied to both outputs; ``chunk_rows`` localizations read at a
+    time; the PNG's ``scale_bar_nm`` (None: a 1-2-5 length near a fifth of the width),
+    depth ``colormap``, brightness ``saturation_percentile`` and ``gamma``.
+    """
+
+    px_nm: float = 24.0
+    z_bin_nm: float = 50.0
+    blur_sigma_nm: tuple[float, float] = (0.0, 0.0)
+    chunk_rows: int = 1_000_000
+    scale_bar_nm: float | None = 1000.0
+    colormap: str = "turbo"
+    saturation_percentile: float = 99.5
+    gamma: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> RenderOptions:
+        """The options of config ``render`` (ValueError naming keys it does not know)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown render option(s): {sorted(unknown)}")
+        opts = dict(cfg)
+        if "blur_sigma_nm" in opts:
+            opts["blur_sigma_nm"] = tuple(float(v) for v in opts["blur_sigma_nm"])
+        return cls(**opts)
 
 
 def render_movie(
@@ -19,24 +57,19 @@ def render_movie(
     tiff_path: str | Path,
     png_path: str | Path,
     *,
-    px_nm: float = 24.0,
-    z_bin_nm: float = 50.0,
-    blur_sigma_nm: tuple[float, float] = (0.0, 0.0),
-    chunk_rows: int = 1_000_000,
-    scale_bar_nm: float | None = 1000.0,
-    colormap: str = "turbo",
-    saturation_percentile: float = 99.5,
-    gamma: float = 1.0,
+    options: RenderOptions | None = None,
     z_range_nm: tuple[float, float] | None = None,
     px_size_nm: float | None = None,
     field_nm: tuple[float, float] | None = None,
 ) -> Rendered:
     """Parquet of localizations -> 16-bit ImageJ TIFF (Z, Y, X) and depth-coded PNG.
 
-    ``blur_sigma_nm`` = (lateral, axial) Gaussian sigmas, 0 = off; it applies to both
-    outputs. ``z_range_nm``, ``px_size_nm`` and ``field_nm`` are fallbacks for a Parquet
-    without that metadata (see :func:`render_parquet`).
+    ``options`` (:class:`RenderOptions`, default: its defaults) say how. ``z_range_nm``,
+    ``px_size_nm`` and ``field_nm`` are fallbacks for a Parquet without that metadata (see
+    :func:`render_parquet`).
     """
+    opts = options if options is not None else RenderOptions()
+    px_nm, z_bin_nm = opts.px_nm, opts.z_bin_nm
     rendered = render_parquet(
         parquet_path,
         px_nm=px_nm,
@@ -44,9 +77,9 @@ def render_movie(
         field_nm=field_nm,
         z_range_nm=z_range_nm,
         px_size_nm=px_size_nm,
-        chunk_rows=chunk_rows,
+        chunk_rows=opts.chunk_rows,
     )
-    sigma_xy, sigma_z = (float(v) for v in blur_sigma_nm)
+    sigma_xy, sigma_z = (float(v) for v in opts.blur_sigma_nm)
     volume: FloatArray | IntArray = rendered.counts
     if sigma_xy > 0 or sigma_z > 0:
         start = time.perf_counter()
@@ -75,9 +108,9 @@ def render_movie(
         volume,
         rendered.z_centres_nm,
         z_range_nm=rendered.z_range_nm,
-        colormap=colormap,
-        saturation_percentile=saturation_percentile,
-        gamma=gamma,
+        colormap=opts.colormap,
+        saturation_percentile=opts.saturation_percentile,
+        gamma=opts.gamma,
     )
     caption = [Path(parquet_path).stem, f"{n_rendered:,} localizations"]
     if sigma_xy > 0 or sigma_z > 0:
@@ -87,8 +120,8 @@ def render_movie(
         rgb,
         rendered.z_range_nm,
         px_nm,
-        scale_bar_nm,
-        colormap=colormap,
+        opts.scale_bar_nm,
+        colormap=opts.colormap,
         caption=caption,
     )
     return rendered

@@ -21,7 +21,6 @@ depends on the size of the render, not on the number of localizations.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -33,6 +32,7 @@ import numpy as np
 
 from voxloc.errors import InputError
 from voxloc.io import iter_parquet_batches
+from voxloc.locs import decode_metadata, metadata_json
 from voxloc.types import FloatArray, IntArray
 
 __all__ = [
@@ -145,7 +145,7 @@ class Rendered:
     z_range_nm: tuple[float, float]
     n_rows: int = 0
     n_dropped: int = 0
-    metadata: dict[str, str] = field(default_factory=dict)  # the Parquet's key-value metadata
+    metadata: dict[str, str] = field(default_factory=dict)  # the Parquet's key-value metadata, raw
 
     @property
     def z_edges_nm(self) -> FloatArray:
@@ -156,29 +156,17 @@ class Rendered:
         return self.z_range_nm[0] + self.z_bin_nm * (np.arange(self.counts.shape[0]) + 0.5)
 
 
-def _parquet_metadata(pf) -> dict[str, str]:
-    meta = pf.schema_arrow.metadata or {}
-    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in meta.items()}
-
-
-def _meta_value(meta: Mapping[str, str], key: str, path: Path):
-    try:
-        return json.loads(meta[key])
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise InputError(f"{path}: metadata {key}={meta[key]!r} is not valid JSON ({exc})") from None
-
-
 def _z_range_from(
     meta: Mapping[str, str], path: Path, z_range_nm: tuple[float, float] | None
 ) -> tuple[tuple[float, float], str]:
     """z range: metadata z_range_nm, else slab edges of metadata plane_z_nm, else the argument."""
     if "z_range_nm" in meta:
-        z0, z1 = (float(v) for v in _meta_value(meta, "z_range_nm", path))
+        z0, z1 = (float(v) for v in metadata_json(meta, "z_range_nm", path))
         source = "metadata z_range_nm"
     elif "plane_z_nm" in meta:
         from voxloc.voxels import VoxelGrid
 
-        edges = VoxelGrid(1, 1, plane_z_nm=tuple(_meta_value(meta, "plane_z_nm", path))).z_edges_nm
+        edges = VoxelGrid(1, 1, plane_z_nm=tuple(metadata_json(meta, "plane_z_nm", path))).z_edges_nm
         z0, z1 = float(edges[0]), float(edges[-1])
         source = "metadata plane_z_nm"
     elif z_range_nm is not None:
@@ -255,7 +243,7 @@ def render_parquet(
     missing = [c for c in COLUMNS if c not in pf.schema_arrow.names]
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
-    meta = _parquet_metadata(pf)
+    meta = decode_metadata(pf.schema_arrow.metadata, raw=True)
     z_range, z_source = _z_range_from(meta, path, z_range_nm)
     field_size, field_source = _field_from(pf, meta, path, field_nm, px_size_nm)
     shape = histogram_shape(field_nm=field_size, z_range_nm=z_range, px_nm=px_nm, z_bin_nm=z_bin_nm)

@@ -1,4 +1,18 @@
-"""TODO docstring."""
+"""What defines the distribution of simulated training frames (Sect. 2, Table 3).
+
+A :class:`SimulationSettings` is the microscope that images the frames
+(:class:`voxloc.physics.microscope.Microscope`: PSF, focal planes, pixel size, noise, pixel
+sampling), the frame size in pixels, and how each frame is drawn: the number M of molecules
+(uniform over an inclusive range), their weights (uniform over a range) and the lateral drift
+bound d of planes 2..P (Eq. 7). The voxel grid of the targets (:attr:`SimulationSettings.grid`)
+follows from the frame size and the microscope's pixel and planes, so it is not stored apart.
+
+The settings travel with the frames: every HDF5 shard stores them
+(:func:`voxloc.simulation.shards.settings_to_dict`) and a trained model keeps those of its
+training frames, from which the density and speed sweeps simulate more frames of the same
+kind. :func:`simulation_settings` builds them from the validated config sections ``grid``,
+``psf`` and ``simulation``, optionally with the bead-calibrated PSF and planes.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +20,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from voxloc.errors import ConfigError
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
-from voxloc.physics.psf import TABLE2, PSFParams
+from voxloc.physics.psf import PSFParams
 from voxloc.voxels import VoxelGrid
+
+__all__ = ["SimulationSettings", "simulation_settings"]
 
 
 @dataclass(frozen=True)
 class SimulationSettings:
     """Everything that defines the distribution of simulated frames (Table 3 defaults)."""
 
-    grid: VoxelGrid = field(default_factory=lambda: VoxelGrid(64, 64))
-    psf: PSFParams = TABLE2
-    noise: NoiseModel = field(default_factory=NoiseModel)
+    physics: Microscope = field(default_factory=Microscope)
+    height: int = 64  # frame size in pixels
+    width: int = 64
     n_molecules: tuple[int, int] = (50, 50)  # M per frame, inclusive range (fixed if equal)
     weight_range: tuple[float, float] = (0.3, 1.0)
     drift_max_nm: float = 48.0  # |Δk,x|, |Δk,y| <= this for planes 2..P
-    integrate_pixels: bool = False  # average the PSF over the pixel instead of sampling it
 
     def __post_init__(self) -> None:
+        _ = self.grid  # the planes must make a voxel grid (VoxelGrid: strictly increasing)
         lo, hi = self.n_molecules
         if not 0 <= lo <= hi:
             raise ValueError(f"n_molecules must satisfy 0 <= min <= max, got {self.n_molecules}")
@@ -32,6 +49,11 @@ class SimulationSettings:
             raise ValueError(f"weight_range must satisfy 0 <= min <= max, got {self.weight_range}")
         if self.drift_max_nm < 0:
             raise ValueError("drift_max_nm must be >= 0")
+
+    @property
+    def grid(self) -> VoxelGrid:
+        """The voxel grid of the frames: their size, the microscope's pixel and planes."""
+        return VoxelGrid(self.height, self.width, self.physics.px_size_nm, self.physics.plane_z_nm)
 
 
 def simulation_settings(
@@ -61,23 +83,19 @@ def simulation_settings(
 
 
 def _settings(grid_cfg, psf_cfg, sim_cfg, n_mol, psf, plane_z_nm) -> SimulationSettings:
-    from voxloc.physics.noise import NoiseModel
-    from voxloc.physics.psf import PSFParams
-    from voxloc.simulation.settings import SimulationSettings
-    from voxloc.voxels import VoxelGrid
-
     height, width = sim_cfg["frame_size"]
-    return SimulationSettings(
-        grid=VoxelGrid(
-            int(height),
-            int(width),
-            float(grid_cfg["px_size_nm"]),
-            tuple(plane_z_nm if plane_z_nm is not None else grid_cfg["plane_z_nm"]),
-        ),
+    physics = Microscope(
         psf=psf if psf is not None else PSFParams.from_dict(psf_cfg["table2"]),
+        plane_z_nm=tuple(plane_z_nm if plane_z_nm is not None else grid_cfg["plane_z_nm"]),
+        px_size_nm=float(grid_cfg["px_size_nm"]),
         noise=NoiseModel(kind=sim_cfg["noise"], **sim_cfg["noise_params"]),
+        integrate_pixels=bool(psf_cfg["integrate_pixels"]),
+    )
+    return SimulationSettings(
+        physics=physics,
+        height=int(height),
+        width=int(width),
         n_molecules=(int(n_mol[0]), int(n_mol[1])),
         weight_range=(float(sim_cfg["weight_range"][0]), float(sim_cfg["weight_range"][1])),
         drift_max_nm=float(sim_cfg["drift_max_nm"]),
-        integrate_pixels=bool(psf_cfg["integrate_pixels"]),
     )

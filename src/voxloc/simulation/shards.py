@@ -13,6 +13,10 @@ Layout of ``shard-NNNN.h5``:
 
 Seeds derive from (global seed, dataset name, shard index) through ``numpy.random.SeedSequence``,
 so one shard can be re-made on its own and gives identical arrays, and shards differ.
+
+This module is the only code that knows the layout: everything else reads shards through
+:func:`read_shard`, :func:`read_settings`, :func:`shard_length`, :func:`shard_attrs` and
+:class:`ShardReader` (random access to single frames, as training batches need).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import h5py
@@ -29,11 +34,12 @@ import pandas as pd
 from voxloc import __version__
 from voxloc.errors import InputError
 from voxloc.io import atomic_output
+from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
 from voxloc.physics.psf import PSFParams
 from voxloc.simulation.settings import SimulationSettings
 from voxloc.simulation.simulate import EMITTER_COLUMNS, SimulatedFrames, simulate_frames
-from voxloc.voxels import VoxelGrid
+from voxloc.types import FloatArray
 
 __all__ = [
     "shard_seed_sequence",
@@ -43,6 +49,7 @@ __all__ = [
     "read_settings",
     "shard_length",
     "shard_attrs",
+    "ShardReader",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,8 +66,12 @@ def shard_seed_sequence(global_seed: int, dataset: str, index: int) -> np.random
 
 
 def settings_to_dict(settings: SimulationSettings) -> dict:
-    """Settings as plain JSON-able data (the inverse of :func:`settings_from_dict`)."""
-    grid = settings.grid
+    """Settings as plain JSON-able data (the inverse of :func:`settings_from_dict`).
+
+    The layout predates :class:`voxloc.physics.microscope.Microscope` and is kept as stored
+    in shards and models: the pixel and planes under ``grid``, the pixel sampling under ``sim``.
+    """
+    grid, physics = settings.grid, settings.physics
     return {
         "grid": {
             "height": grid.height,
@@ -68,28 +79,35 @@ def settings_to_dict(settings: SimulationSettings) -> dict:
             "px_size_nm": grid.px_size_nm,
             "plane_z_nm": list(grid.plane_z_nm),
         },
-        "psf": settings.psf.to_dict(),
-        "noise": settings.noise.to_dict(),
+        "psf": physics.psf.to_dict(),
+        "noise": physics.noise.to_dict(),
         "sim": {
             "n_molecules": list(settings.n_molecules),
             "weight_range": list(settings.weight_range),
             "drift_max_nm": settings.drift_max_nm,
-            "integrate_pixels": settings.integrate_pixels,
+            "integrate_pixels": physics.integrate_pixels,
         },
     }
 
 
 def settings_from_dict(d: dict) -> SimulationSettings:
+    """Settings from :func:`settings_to_dict`'s data (e.g. a shard's ``settings_json``)."""
     g = d["grid"]
     s = d["sim"]
-    return SimulationSettings(
-        grid=VoxelGrid(int(g["height"]), int(g["width"]), float(g["px_size_nm"]), tuple(g["plane_z_nm"])),
+    physics = Microscope(
         psf=PSFParams.from_dict(d["psf"]),
+        plane_z_nm=tuple(g["plane_z_nm"]),
+        px_size_nm=float(g["px_size_nm"]),
         noise=NoiseModel(**d["noise"]),
+        integrate_pixels=bool(s["integrate_pixels"]),
+    )
+    return SimulationSettings(
+        physics=physics,
+        height=int(g["height"]),
+        width=int(g["width"]),
         n_molecules=tuple(int(v) for v in s["n_molecules"]),
         weight_range=tuple(float(v) for v in s["weight_range"]),
         drift_max_nm=float(s["drift_max_nm"]),
-        integrate_pixels=bool(s["integrate_pixels"]),
     )
 
 
@@ -104,7 +122,7 @@ def _create(h5: h5py.File, settings: SimulationSettings, n_frames: int, compress
         shuffle=bool(compression) and n_frames > 0,
     )
     h5["frames"].attrs["axes"] = "TPYX"
-    h5["frames"].attrs["units"] = "ADU" if settings.noise.kind == "physical" else "photons"
+    h5["frames"].attrs["units"] = "ADU" if settings.physics.noise.kind == "physical" else "photons"
     h5.create_dataset("drift_nm", shape=(n_frames, g.n_planes, 2), dtype=np.float32)
     h5["drift_nm"].attrs["axes"] = "TP(x,y)"
     dtype = np.dtype(list(EMITTER_COLUMNS.items()))
@@ -246,3 +264,62 @@ def shard_attrs(path: str | Path) -> dict:
     """Root attributes of a shard as plain Python values."""
     with _open(path) as h5:
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
+
+
+class ShardReader:
+    """One shard open for random access by frame: frames, emitters and drift of chosen frames.
+
+    ``n_frames``, ``settings_json`` (the settings as stored), ``settings`` and ``seed_entropy``
+    ("" for shards written by :func:`write_shard`) are read when it is made; the HDF5 file is
+    opened on first read in each process and kept open until :meth:`close`, and never
+    pickled, so a reader can be handed to DataLoader workers (forked or spawned). Indices are
+    local frame indices of this shard (integer arrays); the reads are one frame at a time, in
+    the order given.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        with _open(self.path) as h5:
+            self.n_frames = int(h5["frames"].shape[0])
+            self.settings_json = str(h5.attrs["settings_json"])
+            self.seed_entropy = str(h5.attrs.get("seed_entropy", ""))
+        self.settings: SimulationSettings = settings_from_dict(json.loads(self.settings_json))
+        self._h5: h5py.File | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:  # never pickle the open handle
+        state = self.__dict__.copy()
+        state["_h5"], state["_pid"] = None, -1
+        return state
+
+    def _file(self) -> h5py.File:
+        if self._pid != os.getpid():  # a handle inherited through fork is not used
+            self._h5, self._pid = None, os.getpid()
+        if self._h5 is None:
+            self._h5 = _open(self.path)
+        return self._h5
+
+    def close(self) -> None:
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+
+    def read_frames(self, local: np.ndarray) -> FloatArray:
+        """Stored frames (n, P, H, W) float32 (ADU or photons, as the noise model says)."""
+        h5 = self._file()
+        return np.stack([h5["frames"][i] for i in local])
+
+    def read_emitters(self, local: np.ndarray) -> pd.DataFrame:
+        """Emitters of the frames (columns of EMITTER_COLUMNS), frame renumbered 0..n-1 in order."""
+        h5 = self._file()
+        offsets = h5["emitter_offsets"]
+        recs = [h5["emitters"][offsets[i] : offsets[i + 1]] for i in local]
+        rec = np.concatenate(recs) if recs else np.zeros(0, h5["emitters"].dtype)
+        table = pd.DataFrame({name: rec[name] for name in EMITTER_COLUMNS})
+        table["frame"] = np.repeat(np.arange(len(local)), [r.size for r in recs]).astype(np.int32)
+        return table
+
+    def read_drift(self, local: np.ndarray) -> FloatArray:
+        """Stored lateral drift Δk (n, P, 2) float32 nm of the frames."""
+        h5 = self._file()
+        return np.stack([h5["drift_nm"][i] for i in local])

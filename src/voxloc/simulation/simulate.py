@@ -15,7 +15,6 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from voxloc.physics.noise import add_noise
-from voxloc.physics.psf import render_planes
 from voxloc.simulation.settings import SimulationSettings
 from voxloc.types import FloatArray
 
@@ -113,16 +112,7 @@ def expected_frames(
         e = min(s + batch, n_frames)
         # plane k sees molecule m at xy_m + Δk: (T, M, P, 2)
         xy_seen = xy[s:e, :, None, :] + drift_nm[s:e, None, :, :]
-        out[s:e] = render_planes(
-            xy_seen,
-            z[s:e],
-            w[s:e],
-            settings.psf,
-            np.asarray(grid.plane_z_nm),
-            (grid.height, grid.width),
-            grid.px_size_nm,
-            integrate=settings.integrate_pixels,
-        )
+        out[s:e] = settings.physics.render(xy_seen, z[s:e], w[s:e], (grid.height, grid.width))
     return out
 
 
@@ -130,5 +120,5 @@ def simulate_frames(n_frames: int, settings: SimulationSettings, rng: np.random.
     """Draw emitters and drift, render and add noise: one seeded batch of training frames."""
     emitters = sample_emitters(n_frames, settings, rng)
     drift = sample_drift(n_frames, settings.grid.n_planes, settings.drift_max_nm, rng)
-    frames = add_noise(expected_frames(emitters, drift, settings), settings.noise, rng)
+    frames = add_noise(expected_frames(emitters, drift, settings), settings.physics.noise, rng)
     return SimulatedFrames(frames=frames, emitters=emitters, drift_nm=drift)
