@@ -22,7 +22,7 @@ step() { echo "== $(date +%T) $*"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0), torch.get_num_threads(), 'threads')"
 [ "${SKIP_TESTS:-}" ] || step tests
-[ "${SKIP_TESTS:-}" ] || timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_localize.py tests/test_model.py tests/test_movies.py 2>&1 | tail -6
+[ "${SKIP_TESTS:-}" ] || timeout 150 python3 -m pytest -q -p no:cacheprovider tests/localization/test_localize.py tests/network/test_model.py tests/localization/test_movies.py 2>&1 | tail -6
 bench() {  # bench SECONDS ARGS...
     timeout "$1" python3 benchmarks/bench_localize.py --device cuda --threads 16 --model "$MODEL" \
         --workdir "$WORK" "${@:2}" 2>&1 | grep -v "frame/s\]"

@@ -15,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 from voxloc import config as vconfig
 from voxloc import io as vio
 from voxloc.errors import ConfigError
+from voxloc.physics.cameras import PLANE_COLUMNS
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
@@ -95,7 +96,7 @@ def get_bead_tiffs(wildcards):
     beads = config["calibration"]["beads"]
     if "path" in beads:
         return [beads["path"]]
-    return [beads[c] for c in vconfig.PLANE_COLUMNS]
+    return [beads[c] for c in PLANE_COLUMNS]
 
 
 def simulation_psf(wildcards):
@@ -138,7 +139,7 @@ def movie_tiffs(wildcards):
     """The TIFF(s) of a movie: one T x 4 x H x W file or the four per-camera files."""
     path = _sheet(wildcards.movie, "path")
     return (
-        [path] if path else [_sheet(wildcards.movie, c) for c in vconfig.PLANE_COLUMNS]
+        [path] if path else [_sheet(wildcards.movie, c) for c in PLANE_COLUMNS]
     )
 
 

@@ -1,4 +1,12 @@
-"""TODO docstring."""
+"""Matching of estimates to ground truth, one frame at a time, and the summary metrics.
+
+Estimates are matched one-to-one to true molecules by optimal assignment (Hungarian
+algorithm, :func:`scipy.optimize.linear_sum_assignment` on the summed 3-D distance) among
+pairs within the lateral and axial tolerances. :func:`summary` gives TP/FP/FN, Jaccard,
+precision, recall, RMSE and bias per axis and the efficiency of the 2016 SMLM challenge
+(:func:`efficiency`). A ratio with a zero denominator (nothing to find and nothing found)
+is NaN, as in :mod:`voxloc.evaluation.voxel_metrics` and the training validation.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Rule render_movie: a localization Parquet -> 16-bit ImageJ TIFF and depth-coded PNG.
+
+:class:`RenderOptions` holds the ``render`` section of the config; :func:`render_movie`
+histograms the table (:mod:`voxloc.render.volume`), blurs it, and writes both images
+(:mod:`voxloc.render.tiff`, :mod:`voxloc.render.png`), each atomically.
+"""
 
 from __future__ import annotations
 

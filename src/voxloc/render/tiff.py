@@ -1,4 +1,8 @@
-"""TODO docstring."""
+"""The render as a 16-bit ImageJ hyperstack (axes ZYX, voxel size in µm).
+
+Counts are stored as they are when they fit in 16 bits, else scaled, with the factor
+recorded as ``counts_per_level`` in the ImageJ metadata so that a user can read counts back.
+"""
 
 from __future__ import annotations
 

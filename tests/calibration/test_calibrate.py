@@ -32,7 +32,7 @@ from voxloc.physics.noise import adu_to_photons
 from voxloc.physics.psf import TABLE2, PSFParams, defocus_width_nm, gaussian_spot, psf_value
 from voxloc.simulation import demo, demo_beads
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PX = 192.0
 CALIB = CalibrationOptions(bead_weight=22.5, flip=("auto", "auto", "auto"), min_beads=4)
 

@@ -20,7 +20,7 @@ from voxloc.physics.noise import NoiseModel
 from voxloc.simulation import demo, demo_beads, demo_movies
 from voxloc.simulation.simulate import EMITTER_COLUMNS, emitter_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 H, W = 48, 56
 N_FRAMES = 12
 
