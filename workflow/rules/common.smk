@@ -138,9 +138,7 @@ def _sheet(movie, column):
 def movie_tiffs(wildcards):
     """The TIFF(s) of a movie: one T x 4 x H x W file or the four per-camera files."""
     path = _sheet(wildcards.movie, "path")
-    return (
-        [path] if path else [_sheet(wildcards.movie, c) for c in PLANE_COLUMNS]
-    )
+    return [path] if path else [_sheet(wildcards.movie, c) for c in PLANE_COLUMNS]
 
 
 def movie_camera(wildcards):
