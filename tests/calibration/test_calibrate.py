@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -379,12 +380,47 @@ def test_all_beads_saturated(demo_cfg, tmp_path):
     paths = write_cameras(stack, tmp_path)
     bc = bead_options(truth)
     calibrate.calibrate_affine(paths, bc, CALIB, PX, tmp_path / "affine.yaml")  # positions still fine
-    with pytest.raises(InputError, match=r"all \d+ beads are saturated") as exc:
+    with pytest.raises(InputError, match=r"all 8 beads .*are saturated") as exc:
         calibrate.fit_psf(
             paths, tmp_path / "affine.yaml", bc, CALIB, PX, tmp_path / "psf.yaml", tmp_path / "psf.png"
         )
-    one_line(exc, paths[0])
+    msg = one_line(exc, paths[0])
+    assert "calibration.beads.saturation_adu (now 65535 ADU" in msg and "laser power or exposure" in msg
     assert not (tmp_path / "psf.yaml").exists() and not (tmp_path / "psf.png").exists()
+
+
+def _brighter(stack: np.ndarray, factor: float) -> np.ndarray:
+    """The stack recorded ``factor`` x brighter by a 16-bit camera (clipped at 65535)."""
+    return np.clip(stack.astype(np.float64) * factor, 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize(
+    ("factor", "saturation_adu"), [(1.0, 2000), (60.0, 65535)], ids=["saturation_adu_2000", "stack_x60"]
+)
+def test_saturated_beads_are_diagnosed_as_saturated(quick, tmp_path, factor, saturation_adu):
+    """Every bead saturated: the message says so, with the count and the setting, not that
+    the cameras hold other bead samples (registration) or the thresholds are wrong."""
+    stack, truth = quick
+    paths = write_cameras(_brighter(stack, factor), tmp_path)
+    bc = bead_options(truth, saturation_adu=saturation_adu)
+    with pytest.raises(InputError, match=r"all 9 beads detected in camera 1 are saturated") as exc:
+        calibrate.calibrate_affine(paths, bc, CALIB, PX, tmp_path / "affine.yaml", tmp_path / "qc.png")
+    msg = one_line(exc, paths[0])
+    assert f"calibration.beads.saturation_adu (now {saturation_adu} ADU" in msg
+    assert "laser power or exposure" in msg and "bead sample" not in msg
+    assert not (tmp_path / "affine.yaml").exists() and not (tmp_path / "qc.png").exists()
+
+
+def test_saturated_stack_is_diagnosed_as_saturated(quick, tmp_path):
+    """Beads and background clipped at 65535 over most of the field: too few beads are
+    found, and the message names the saturation rather than only the detection settings."""
+    stack, truth = quick
+    paths = write_cameras(_brighter(stack, 600.0), tmp_path)
+    with pytest.raises(InputError, match=r"bead\(s\) detected, need >= 4") as exc:
+        calibrate.calibrate_affine(paths, bead_options(truth), CALIB, PX, tmp_path / "affine.yaml")
+    msg = one_line(exc, paths[0])
+    assert re.search(r"\d+ % of the camera's pixels are saturated", msg), msg
+    assert "calibration.beads.saturation_adu (now 65535 ADU" in msg and "laser power or exposure" in msg
 
 
 def test_stack_shape_mismatch(quick, tmp_path):

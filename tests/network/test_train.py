@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
+import shutil
 import signal
 
+import h5py
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("tqdm")
 
+from voxloc.errors import InputError
 from voxloc.network.batches import BatchKey, EpochBatches, ShardBatches
 from voxloc.network.loss import voxel_loss
 from voxloc.network.model import build_model, load_checkpoint, read_checkpoint
@@ -183,16 +187,123 @@ def test_resume_after_sigterm_equals_uninterrupted(uninterrupted, shards, tmp_pa
             assert ra[col] == rb[col]
 
 
-def test_more_epochs_continue_a_finished_run_and_other_settings_start_afresh(uninterrupted, shards, tmp_path):
+def test_more_epochs_continue_a_finished_run_fewer_and_other_settings_start_afresh(
+    uninterrupted, shards, tmp_path, caplog
+):
     full, _ = uninterrupted
     one = {**OPTIONS, "epochs": 1}
-    train_model(shards["train"], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv", one, seed=11)
-    train_model(shards["train"], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv", OPTIONS, seed=11)
+    args = (shards["train"], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv")
+    train_model(*args, one, seed=11)
+    shutil.copy(tmp_path / "model.pt", tmp_path / "one-epoch.pt")
+    train_model(*args, OPTIONS, seed=11)
     _same_weights(full / "model.pt", tmp_path / "model.pt")
+    # fewer epochs than the finished checkpoint holds: it is moved aside, the run starts afresh
+    with caplog.at_level(logging.WARNING, logger="voxloc.network.resume"):
+        train_model(*args, one, seed=11)
+    meta = read_checkpoint(tmp_path / "model.pt")["meta"]
+    assert meta["epochs_done"] == 1 and len(meta["history"]) == 1 and len(_read_log(args[3])) == 1
+    _same_weights(tmp_path / "one-epoch.pt", tmp_path / "model.pt")
+    assert "not resumed: it went past train.epochs = 1 (epoch 2, batch 0)" in caplog.text
+    (stale,) = tmp_path.glob("checkpoint.pt.stale-*")
+    assert stale.name in caplog.text and read_checkpoint(stale)["epoch"] == 2
     # another seed does not resume from this checkpoint
-    train_model(shards["train"], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv", one, seed=12)
+    train_model(*args, one, seed=12)
     assert len(_read_log(tmp_path / "log.csv")) == 1
     assert read_checkpoint(tmp_path / "model.pt")["meta"]["seed"] == 12
+    assert len(list(tmp_path.glob("checkpoint.pt.stale-*"))) == 2
+
+
+def test_a_complete_checkpoint_of_the_same_run_says_there_is_nothing_to_train(
+    uninterrupted, shards, tmp_path, caplog
+):
+    """A forced rerun of a finished training (same config, same inputs) trains nothing, and says so."""
+    full, _ = uninterrupted
+    shutil.copy(full / "checkpoint.pt", tmp_path / "checkpoint.pt")
+    steps = []
+    with caplog.at_level(logging.WARNING, logger="voxloc.network.resume"):
+        train_model(
+            shards["train"], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv", OPTIONS, seed=11,
+            on_step=lambda epoch, batch: steps.append((epoch, batch)),
+        )  # fmt: skip
+    assert steps == []
+    _same_weights(full / "model.pt", tmp_path / "model.pt")
+    assert read_checkpoint(tmp_path / "model.pt")["meta"]["epochs_done"] == 2
+    ckpt = tmp_path / "checkpoint.pt"
+    assert "complete for this config and inputs (2 epochs): nothing to train" in caplog.text
+    assert f"delete {ckpt} to retrain" in caplog.text
+
+
+def corrupt_middle(path) -> list[int]:
+    """Overwrite 4 KiB in the middle of a shard, all inside the frames' compressed chunks;
+    returns the frames hit (as tests/simulation/test_shards.py does)."""
+    size = path.stat().st_size
+    with h5py.File(path) as h5:
+        ds = h5["frames"]
+        chunks = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+    start, stop = size // 2 - 2048, size // 2 + 2048
+    assert min(c.byte_offset for c in chunks) <= start and stop <= max(c.byte_offset + c.size for c in chunks)
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        fh.write(np.random.default_rng(0).bytes(stop - start))
+    return [c.chunk_offset[0] for c in chunks if c.byte_offset < stop and start < c.byte_offset + c.size]
+
+
+def _assert_names_the_damaged_shard(exc: InputError, path) -> None:
+    msg = str(exc)
+    assert msg.startswith(f"{path}: unreadable (") and msg.endswith("; delete it and rerun"), msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_damaged_shard_stops_training_with_one_line_naming_it(shards, tmp_path, workers):
+    bad = tmp_path / "shard-0001.h5"
+    simulate_shard(bad, 40, shards["settings"], seed=7, dataset="train", index=5)
+    assert corrupt_middle(bad)
+    opts = {**OPTIONS, "epochs": 1, "num_workers": workers}
+    with pytest.raises(InputError) as info:
+        train_model(
+            [*shards["train"], bad], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv", opts, seed=11
+        )
+    _assert_names_the_damaged_shard(info.value, bad)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_shard_damaged_after_a_finished_training_is_not_resumed_past(shards, tmp_path, caplog):
+    """The finished checkpoint was made from the shard before the damage: not resumed from,
+    so the rerun reads the shard and names it, instead of rewriting the old model."""
+    shard = tmp_path / "shard-0001.h5"
+    simulate_shard(shard, 40, shards["settings"], seed=7, dataset="train", index=5)
+    args = ([*shards["train"], shard], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv")
+    one = {**OPTIONS, "epochs": 1}
+    train_model(*args, one, seed=11)
+    corrupt_middle(shard)
+    (tmp_path / "model.pt").unlink()  # Snakemake deletes the outputs before it reruns a job
+    with caplog.at_level(logging.WARNING, logger="voxloc.network.resume"), pytest.raises(InputError) as info:
+        train_model(*args, one, seed=11)
+    _assert_names_the_damaged_shard(info.value, shard)
+    why = f"its inputs differ: {shard} changed since (the file was rewritten: mtime_ns differ)"
+    assert why in caplog.text
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert len(list(tmp_path.glob("checkpoint.pt.stale-*"))) == 1
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_a_shard_made_again_after_a_finished_training_trains_afresh(shards, tmp_path, caplog):
+    """A shard simulated again (same seed: same frames, a new file) is another input: the
+    run starts afresh, and gives the same weights, as its batches depend on the frames only."""
+    shard = tmp_path / "shard-0001.h5"
+    simulate_shard(shard, 12, shards["settings"], seed=7, dataset="train", index=5)
+    args = ([shards["train"][0], shard], shards["val"], tmp_path / "model.pt", tmp_path / "log.csv")
+    one = {**OPTIONS, "epochs": 1}
+    train_model(*args, one, seed=11)
+    shutil.copy(tmp_path / "model.pt", tmp_path / "first.pt")
+    simulate_shard(shard, 12, shards["settings"], seed=7, dataset="train", index=5)
+    steps = []
+    with caplog.at_level(logging.WARNING, logger="voxloc.network.resume"):
+        train_model(*args, one, seed=11, on_step=lambda epoch, batch: steps.append((epoch, batch)))
+    assert steps == [(0, b) for b in range(4)]  # 28 frames in batches of 8: trained again
+    assert f"its inputs differ: {shard} changed since" in caplog.text
+    _same_weights(tmp_path / "first.pt", tmp_path / "model.pt")
 
 
 def test_fine_tuning_starts_from_the_earlier_model(uninterrupted, shards, tmp_path):

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tifffile
 
-from voxloc import __version__
+from voxloc import provenance
 from voxloc.errors import InputError
 from voxloc.io import atomic_output, write_tiff
 from voxloc.physics.microscope import Microscope
@@ -129,7 +129,7 @@ def test_schema(tmp_path):
         "dataset": "train",
         "shard_index": 3,
         "n_frames": N_FRAMES,
-        "voxloc_version": __version__,
+        **provenance(),
     }
     for key, value in expected_keys.items():
         assert key in attrs, key
@@ -259,6 +259,42 @@ def test_hdf5_without_datasets_raises_input_error(tmp_path):
     with pytest.raises(InputError) as info:
         read_settings(path)
     assert_one_line_naming(info.value, path)
+
+
+def corrupt_middle(path) -> list[int]:
+    """Overwrite 4 KiB in the middle of a shard, all inside the frames' compressed chunks (as
+    a disk or copy error might); returns the frames whose chunks were hit."""
+    size = path.stat().st_size
+    with h5py.File(path) as h5:
+        ds = h5["frames"]
+        chunks = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
+    start, stop = size // 2 - 2048, size // 2 + 2048
+    assert min(c.byte_offset for c in chunks) <= start and stop <= max(c.byte_offset + c.size for c in chunks)
+    hit = [c.chunk_offset[0] for c in chunks if c.byte_offset < stop and start < c.byte_offset + c.size]
+    with open(path, "r+b") as fh:
+        fh.seek(start)
+        fh.write(np.random.default_rng(0).bytes(stop - start))
+    return hit
+
+
+def test_corrupt_frames_raise_one_line_naming_the_shard(tmp_path):
+    path = tmp_path / "shard-0001.h5"
+    make(path, n=300)
+    hit = corrupt_middle(path)
+    reader = shards.ShardReader(path)  # the metadata are intact: the damage shows on reading
+    assert reader.n_frames == 300 and shard_length(path) == 300
+    reads = {
+        "read_shard": lambda: read_shard(path),
+        "read_shard range": lambda: read_shard(path, hit[0], hit[0] + 1),
+        "ShardReader.read_frames": lambda: reader.read_frames(np.array([0, hit[0]])),
+    }
+    for what, read in reads.items():
+        with pytest.raises(InputError, match=r": unreadable \(.+\); delete it and rerun$") as info:
+            read()
+        assert_one_line_naming(info.value, path)
+        assert str(info.value).startswith(f"{path}: "), what
+    assert reader.read_frames(np.array([0])).shape == (1, 4, 8, 10)  # the other frames still read
+    reader.close()
 
 
 def test_missing_file_raises_input_error(tmp_path):

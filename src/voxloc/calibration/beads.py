@@ -39,6 +39,7 @@ __all__ = [
     "find_hot_pixels",
     "repair_hot_pixels",
     "detect_beads",
+    "saturation_advice",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,11 @@ HOT_PIXEL_MIN_PHOTONS = 30.0
 ELONGATION_MAX = 1.2  # axis ratio of a single bead's sharpest spot (a close pair is ~1.5-2)
 WIDTH_OUTLIER = 1.15  # a bead's sharpest width above this x the median: overlapping
 MIN_SEPARATION_PX = 4.0
+
+#: a camera with at least this fraction of its stack's pixels saturated is called saturated
+#: when too few beads are detected (saturated bead cores alone cover far less: they do not
+#: hinder detection; clipped plateaus over much of the field do)
+SATURATED_AREA = 0.01
 
 
 # ---------------------------------------------------------------------------- reading
@@ -163,6 +169,36 @@ def detect_beads(photons: FloatArray, *, snr: float, min_distance_px: int = 2) -
     return out
 
 
+# ---------------------------------------------------------------------------- saturation
+
+
+def saturation_advice(saturation_adu: float) -> str:
+    """What to check when saturation is the problem (the end of a message)."""
+    return (
+        "lower the laser power or exposure time, or check calibration.beads.saturation_adu "
+        f"(now {saturation_adu:.10g} ADU: pixels at or above it count as saturated)"
+    )
+
+
+def _check_saturation(where: str, k: int, cam: CameraBeads, min_beads: int, saturation_adu: float) -> None:
+    """InputError when saturation leaves camera k fewer than ``min_beads`` beads with a good slice.
+
+    A bead is lost to saturation when it has a saturated slice and no good one. Raised only
+    if the lost beads account for the shortfall; other shortfalls are left to the later steps.
+    """
+    n = len(cam)
+    usable = cam.good.any(axis=1)
+    lost = cam.saturated.any(axis=1) & ~usable
+    n_usable, n_lost = int(usable.sum()), int(lost.sum())
+    if n_usable >= min_beads or n_lost == 0 or n_usable + n_lost < min_beads:
+        return
+    which = f"all {n} beads" if n_lost == n else f"{n_lost} of the {n} beads"
+    raise InputError(
+        f"{where}: {which} detected in camera {k + 1} are saturated in every slice where they could "
+        f"be measured ({n_usable} usable, need >= {min_beads}); {saturation_advice(saturation_adu)}"
+    )
+
+
 # ---------------------------------------------------------------------------- spot fits
 
 
@@ -175,6 +211,7 @@ class BeadStack:
     shape: tuple[int, int]  # H, W
     paths: list[str]
     n_hot: list[int]
+    saturation_adu: float = 65535.0  # config calibration.beads.saturation_adu (for messages)
 
     @property
     def source(self) -> str:
@@ -203,15 +240,21 @@ def measure_stack(
         photons = repair_hot_pixels(photons, hot)
         xy = detect_beads(photons, snr=float(opts.detect_snr))
         log.info("camera %d: %d hot pixel(s), %d bead(s) detected", k + 1, int(hot.sum()), len(xy))
-        if len(xy) < int(opts.min_beads):
-            raise InputError(
-                f"{where}: {len(xy)} bead(s) detected, need >= {opts.min_beads} "
-                "(config calibration.min_beads, calibration.detect_snr)"
-            )
         sat = (raw[:, k] >= saturation) & ~hot
-        cams.append(measure_camera(photons, sat, xy, min_snr=float(opts.min_snr)))
+        if len(xy) < int(opts.min_beads):
+            msg = f"{where}: {len(xy)} bead(s) detected, need >= {opts.min_beads}"
+            fraction = float(sat.mean())
+            if fraction >= SATURATED_AREA:
+                raise InputError(
+                    f"{msg}, and {100 * fraction:.0f} % of the camera's pixels are saturated; "
+                    f"{saturation_advice(saturation)}"
+                )
+            raise InputError(f"{msg} (config calibration.min_beads, calibration.detect_snr)")
+        cam = measure_camera(photons, sat, xy, min_snr=float(opts.min_snr))
+        _check_saturation(where, k, cam, int(opts.min_beads), saturation)
+        cams.append(cam)
         n_hot.append(int(hot.sum()))
-    return BeadStack(cams, z_nm, (raw.shape[2], raw.shape[3]), paths, n_hot)
+    return BeadStack(cams, z_nm, (raw.shape[2], raw.shape[3]), paths, n_hot, saturation)
 
 
 def single_beads(cam: CameraBeads) -> BoolArray:

@@ -15,7 +15,13 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial import cKDTree
 
-from voxloc.calibration.beads import ELONGATION_MAX, MIN_SEPARATION_PX, WIDTH_OUTLIER, BeadStack
+from voxloc.calibration.beads import (
+    ELONGATION_MAX,
+    MIN_SEPARATION_PX,
+    WIDTH_OUTLIER,
+    BeadStack,
+    saturation_advice,
+)
 from voxloc.calibration.options import CalibrationOptions
 from voxloc.calibration.spots import CameraBeads
 from voxloc.errors import InputError
@@ -210,16 +216,20 @@ def fit_psf_stack(
     use = idx[sel["use"]]
     min_beads = int(opts.min_beads)
     log.info("PSF beads: %s, %d usable", counts, len(use))
+    advice = saturation_advice(stack.saturation_adu)
     if len(idx) and sel["saturated"].all():
         raise InputError(
-            f"{stack.source}: all {len(idx)} beads are saturated (>= calibration.beads.saturation_adu); "
-            "the PSF needs unsaturated beads"
+            f"{stack.source}: all {len(idx)} beads found in the four cameras are saturated near focus, "
+            f"and the PSF fit needs unsaturated ones; {advice}"
         )
     if len(use) < min_beads:
-        raise InputError(
+        msg = (
             f"{stack.source}: {len(use)} usable bead(s) for the PSF fit ({counts}), "
             f"need >= {min_beads} (config calibration.min_beads)"
         )
+        if len(use) + counts["saturated"] >= min_beads:  # the saturated ones make the difference
+            msg += f"; {counts['saturated']} are saturated: {advice}"
+        raise InputError(msg)
     n_z = len(stack.z_nm)
     width = np.full((len(use), N_PLANES, n_z), np.nan)
     sigma = np.full_like(width, np.nan)

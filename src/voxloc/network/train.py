@@ -11,7 +11,9 @@ and when SIGTERM arrives (SLURM sends it before preemption; the run then stops w
 (:mod:`voxloc.network.resume`). A rerun with the same fingerprint continues from it; since
 every batch is a function of (seed, epoch, frames) only (:mod:`voxloc.network.batches`), a
 resumed run on CPU ends with the same weights as an uninterrupted one. Raising ``epochs``
-and rerunning continues a finished run.
+and rerunning continues a finished run. A checkpoint of other inputs (a shard made again or
+damaged since), other settings, or past a lowered ``epochs`` is moved aside and the run
+starts afresh; a complete one of the same run leaves nothing to train (the log says so).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from voxloc.errors import VoxlocError
 from voxloc.network.batches import RESAMPLE, EpochBatches, ShardBatches, check_compatible
 from voxloc.network.loss import voxel_loss
 from voxloc.network.model import DEFAULT_ARCH, build_model, read_checkpoint, save_checkpoint, select_device
@@ -140,6 +143,31 @@ def _loader(dataset: ShardBatches, sampler: EpochBatches, workers: int) -> torch
     )
 
 
+def _one_line(exc: VoxlocError) -> VoxlocError:
+    """A VoxlocError raised in a DataLoader worker comes back with the worker's traceback in
+    its message ("Caught InputError in DataLoader worker process 0. Original Traceback ...");
+    the original one-line error again (the exception itself when it is one line)."""
+    text = str(exc)
+    if "\n" not in text:
+        return exc
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    for line in reversed(text.splitlines()):
+        if line.startswith(prefix):
+            return type(exc)(line[len(prefix) :])
+    return exc
+
+
+def _batches(loader: Iterable) -> Iterator:
+    """The loader's batches; a shard's read error stays one line naming the shard."""
+    try:
+        yield from loader
+    except VoxlocError as exc:
+        one = _one_line(exc)
+        if one is exc:
+            raise
+        raise one from None
+
+
 def train_step(
     net: torch.nn.Module,
     optim: torch.optim.Optimizer,
@@ -232,8 +260,8 @@ def train_model(
     grid = settings.grid
     if int(opts.arch["n_planes"]) != grid.n_planes:
         raise ValueError(f"architecture has {opts.arch['n_planes']} planes, the shards {grid.n_planes}")
-    shards = shard_identity(list(train_paths))
-    run_fingerprint = fingerprint(asdict(opts), seed, shards + shard_identity(list(val_paths)), init_sha)
+    shards, val_shards = shard_identity(list(train_paths)), shard_identity(list(val_paths))
+    run_fingerprint = fingerprint(asdict(opts), seed, shards + val_shards, init_sha)
     meta = _model_meta(opts, seed, grid, settings_to_dict(settings), shards)
     if opts.init_from:
         meta["init_from"] = {"path": str(opts.init_from), "sha256": init_sha, "meta": init["meta"]}
@@ -247,8 +275,9 @@ def train_model(
     optim = torch.optim.Adam(net.parameters(), lr=opts.lr, betas=opts.betas)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
+    inputs = shards + val_shards
     epoch, start_batch, history, loss_sum, loss_n = resume(
-        ckpt_path, run_fingerprint, net, optim, scaler, use_amp=use_amp
+        ckpt_path, run_fingerprint, net, optim, scaler, use_amp=use_amp, epochs=opts.epochs, inputs=inputs
     )
     if history:  # resumed: the log so far
         write_log_csv(log_csv_path, history)
@@ -280,6 +309,7 @@ def train_model(
             batch=next_batch,
             history=history,
             fingerprint=run_fingerprint,
+            inputs=inputs,
             loss_sum=loss_sum,
             loss_n=loss_n,
         )
@@ -299,7 +329,7 @@ def train_model(
                 dynamic_ncols=False,
                 ascii=True,
             )
-            for b, (x, t) in enumerate(_loader(train_set, sampler, workers), start=start_batch):
+            for b, (x, t) in enumerate(_batches(_loader(train_set, sampler, workers)), start=start_batch):
                 loss = train_step(net, optim, scaler, x, t, device=device, neg_per_pos=opts.neg_per_pos)
                 loss_sum, loss_n = loss_sum + loss, loss_n + 1
                 frames_done += x.shape[0]
@@ -317,7 +347,7 @@ def train_model(
             val_sampler = EpochBatches(len(val_set), opts.batch_size, seed=seed, epoch=0, shuffle=False)
             metrics = evaluate(
                 net,
-                iter(_loader(val_set, val_sampler, workers)),
+                _batches(_loader(val_set, val_sampler, workers)),
                 grid,
                 device=device,
                 tau=opts.val_tau,

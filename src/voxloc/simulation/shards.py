@@ -9,7 +9,8 @@ Layout of ``shard-NNNN.h5``:
 * ``drift_nm`` (N, P, 2) float32, the lateral drift Δk of each plane (Eq. 7), Δ1 = 0;
 * root attributes: every simulation, PSF and noise parameter (``psf.*``, ``noise.*``,
   ``grid.*``, ``sim.*``), ``settings_json`` (all of them as one JSON document), ``seed``,
-  ``seed_entropy``, ``dataset``, ``shard_index``, ``n_frames``, ``voxloc_version``.
+  ``seed_entropy``, ``dataset``, ``shard_index``, ``n_frames``, ``voxloc_version``,
+  ``voxloc_source``.
 
 Seeds derive from (global seed, dataset name, shard index) through ``numpy.random.SeedSequence``,
 so one shard can be re-made on its own and gives identical arrays, and shards differ.
@@ -21,17 +22,19 @@ This module is the only code that knows the layout: everything else reads shards
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from voxloc import __version__
+from voxloc import provenance
 from voxloc.errors import InputError
 from voxloc.io import atomic_output
 from voxloc.physics.microscope import Microscope
@@ -153,7 +156,8 @@ def _write_attrs(h5: h5py.File, settings: SimulationSettings, extra: dict) -> No
         for key, value in values.items():
             h5.attrs[f"{group}.{key}"] = value
     h5.attrs["settings_json"] = json.dumps(d)
-    h5.attrs["voxloc_version"] = __version__
+    for key, value in provenance().items():
+        h5.attrs[key] = value
     for key, value in extra.items():
         h5.attrs[key] = value
 
@@ -218,15 +222,44 @@ def simulate_shard(
         )
 
 
+#: what h5py raises for a damaged file: OSError for data it cannot read or decompress
+#: ("filter returned failure during read"), RuntimeError for damaged metadata
+READ_ERRORS = (OSError, RuntimeError)
+
+
+def _detail(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [""])[0] or exc.__class__.__name__
+
+
+def _unreadable(path: str | Path, exc: BaseException) -> InputError:
+    return InputError(f"{path}: unreadable ({_detail(exc)}); delete it and rerun")
+
+
+@contextlib.contextmanager
+def _reading(path: str | Path) -> Iterator[None]:
+    """Turn h5py's read errors into one InputError line naming the shard (the file is
+    damaged: a rerun of the workflow makes it again once it is deleted)."""
+    try:
+        yield
+    except READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+
+
 def _open(path: str | Path) -> h5py.File:
     try:
         h5 = h5py.File(path, "r")
     except FileNotFoundError:
         raise InputError(f"{path}: shard not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 shard ({exc.__class__.__name__})") from None
-    missing = [k for k in REQUIRED if k not in h5]
-    if missing or "settings_json" not in h5.attrs:
+    except READ_ERRORS as exc:
+        raise InputError(f"{path}: not a readable HDF5 shard ({_detail(exc)}); delete it and rerun") from None
+    try:
+        with _reading(path):
+            missing = [k for k in REQUIRED if k not in h5]
+            has_settings = "settings_json" in h5.attrs
+    except InputError:
+        h5.close()
+        raise
+    if missing or not has_settings:
         h5.close()
         what = ", ".join(missing) if missing else "attribute settings_json"
         raise InputError(f"{path}: not a voxloc shard (missing {what})")
@@ -235,19 +268,19 @@ def _open(path: str | Path) -> h5py.File:
 
 def shard_length(path: str | Path) -> int:
     """Number of frames in a shard."""
-    with _open(path) as h5:
+    with _open(path) as h5, _reading(path):
         return int(h5["frames"].shape[0])
 
 
 def read_settings(path: str | Path) -> SimulationSettings:
     """The simulation settings a shard was made with."""
-    with _open(path) as h5:
+    with _open(path) as h5, _reading(path):
         return settings_from_dict(json.loads(h5.attrs["settings_json"]))
 
 
 def read_shard(path: str | Path, start: int = 0, stop: int | None = None) -> SimulatedFrames:
     """Frames [start, stop) of a shard with their emitters (frame renumbered from 0) and drift."""
-    with _open(path) as h5:
+    with _open(path) as h5, _reading(path):
         n = h5["frames"].shape[0]
         stop = n if stop is None else min(stop, n)
         start = min(start, stop)
@@ -262,7 +295,7 @@ def read_shard(path: str | Path, start: int = 0, stop: int | None = None) -> Sim
 
 def shard_attrs(path: str | Path) -> dict:
     """Root attributes of a shard as plain Python values."""
-    with _open(path) as h5:
+    with _open(path) as h5, _reading(path):
         return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in h5.attrs.items()}
 
 
@@ -279,7 +312,7 @@ class ShardReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        with _open(self.path) as h5:
+        with _open(self.path) as h5, _reading(self.path):
             self.n_frames = int(h5["frames"].shape[0])
             self.settings_json = str(h5.attrs["settings_json"])
             self.seed_entropy = str(h5.attrs.get("seed_entropy", ""))
@@ -307,14 +340,16 @@ class ShardReader:
     def read_frames(self, local: np.ndarray) -> FloatArray:
         """Stored frames (n, P, H, W) float32 (ADU or photons, as the noise model says)."""
         h5 = self._file()
-        return np.stack([h5["frames"][i] for i in local])
+        with _reading(self.path):
+            return np.stack([h5["frames"][i] for i in local])
 
     def read_emitters(self, local: np.ndarray) -> pd.DataFrame:
         """Emitters of the frames (columns of EMITTER_COLUMNS), frame renumbered 0..n-1 in order."""
         h5 = self._file()
-        offsets = h5["emitter_offsets"]
-        recs = [h5["emitters"][offsets[i] : offsets[i + 1]] for i in local]
-        rec = np.concatenate(recs) if recs else np.zeros(0, h5["emitters"].dtype)
+        with _reading(self.path):
+            offsets = h5["emitter_offsets"]
+            recs = [h5["emitters"][offsets[i] : offsets[i + 1]] for i in local]
+            rec = np.concatenate(recs) if recs else np.zeros(0, h5["emitters"].dtype)
         table = pd.DataFrame({name: rec[name] for name in EMITTER_COLUMNS})
         table["frame"] = np.repeat(np.arange(len(local)), [r.size for r in recs]).astype(np.int32)
         return table
@@ -322,4 +357,5 @@ class ShardReader:
     def read_drift(self, local: np.ndarray) -> FloatArray:
         """Stored lateral drift Δk (n, P, 2) float32 nm of the frames."""
         h5 = self._file()
-        return np.stack([h5["drift_nm"][i] for i in local])
+        with _reading(self.path):
+            return np.stack([h5["drift_nm"][i] for i in local])
