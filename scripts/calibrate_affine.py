@@ -1,10 +1,12 @@
 """Rule calibrate_affine: bead z-stacks -> affine registration of cameras 2-4 onto camera 1."""
 
-import logging
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs and tracebacks go to the rule log
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.calibration import calibrate
 from voxloc.calibration.options import BeadOptions, CalibrationOptions

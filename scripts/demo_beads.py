@@ -1,10 +1,12 @@
 """Rule demo_beads: the demo bead z-stacks of the true microscope, one TIFF per camera."""
 
-import logging
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
-logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.simulation import demo, demo_beads
 

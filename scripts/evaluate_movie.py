@@ -1,11 +1,13 @@
 """Rule evaluate_movie: match localizations to ground truth, write the metrics (with the
 Cramér-Rao bound) as CSV and the per-molecule table as Parquet."""
 
-import logging
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.errors import exit_on_error
 from voxloc.evaluation import evaluate

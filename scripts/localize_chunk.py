@@ -1,10 +1,12 @@
 """Rule localize_chunk: frames [start, stop) of a quad-plane movie -> one Parquet chunk."""
 
-import logging
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, progress bar, tracebacks
-logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc import (
     config,

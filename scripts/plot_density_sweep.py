@@ -1,17 +1,17 @@
 """Rule plot_density_sweep: Jaccard and error against M (Fig. 7) and error histograms (Fig. 8)."""
 
-import logging
 import sys
-
-sys.stderr = open(snakemake.log[0], "w", buffering=1)
-logging.basicConfig(stream=sys.stderr, level=logging.INFO)
-
 from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 import pandas as pd
 
 from voxloc.errors import exit_on_error
-from voxloc.evaluation import sweep_plots
+from voxloc.evaluation import html_tables, sweep_plots
 
 opts = snakemake.params.options
 tol = snakemake.params.tolerances
@@ -28,4 +28,7 @@ with exit_on_error():  # one line naming the problem, in the log and on the cons
         lateral_nm=tol["lateral_tolerance_nm"],
         axial_nm=tol["axial_tolerance_nm"],
         title=f"model {name}: error of matched localizations",
+    )
+    html_tables.write_html_table(
+        snakemake.input.table, snakemake.output.table, "density", title=f"Density sweep of model {name}"
     )

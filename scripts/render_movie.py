@@ -1,10 +1,12 @@
 """Rule render_movie: localizations (Parquet) -> 3-D render (16-bit ImageJ TIFF) + depth-coded PNG."""
 
-import logging
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tracebacks
-logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.errors import exit_on_error
 from voxloc.render import movie

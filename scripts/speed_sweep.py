@@ -1,10 +1,12 @@
 """Rule speed_sweep: localization frames/s against image size, TIFF read to Parquet (Fig. 9)."""
 
-import logging
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, progress bars, tracebacks
-logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.errors import exit_on_error
 from voxloc.evaluation import sweeps

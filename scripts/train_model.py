@@ -1,14 +1,16 @@
 """Rule train_model: simulated shards -> results/models/{name}/model.pt and log.csv (resumable)."""
 
 import sys
+from pathlib import Path
 
-sys.stderr = open(snakemake.log[0], "w", buffering=1)  # logs, tqdm, tracebacks go to the rule log
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent / "src"))  # the workflow's own library, first
+from voxloc.runtime import rule_script
+
+rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 import logging
 import os
 import signal
-
-logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
 # one BLAS thread, set before numpy loads: torch has the cores, and OpenBLAS threads spinning
 # beside it halve the speed of the per-epoch re-simulation of frames (measured 150 -> 65 fps)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.utils import update_config
 
 from voxloc import config as vconfig
 from voxloc.errors import ConfigError
@@ -128,3 +130,101 @@ def test_duplicate_movie_and_missing_sheet(tmp_path):
         vconfig.load_samples(p)
     with pytest.raises(ConfigError, match="sample sheet not found"):
         vconfig.load_samples(tmp_path / "nope.tsv")
+
+
+BEADS = {"path": "b.tif", "z_step_nm": 50.0, "offset_adu": 0.0, "adu_per_photon": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("layers", "expected"),
+    [
+        # --config localise={}: Snakemake's merge of config/config.yaml, then --config
+        (
+            [("config/config.yaml", {"seed": 1}), ("--config", {"localise": {}})],
+            "--config: unknown key localise (did you mean localize?)",
+        ),
+        (
+            [("config/config.yaml", {}), ("night.yaml", {"train": {"epoch": 3}})],
+            "night.yaml: unknown key train.epoch (did you mean epochs?)",
+        ),
+        (
+            [
+                ("config/config.yaml", {"calibration": {"beads": BEADS}}),
+                ("b.yaml", {"calibration": {"beads": {"z_stepnm": 5}}}),
+            ],
+            "b.yaml: unknown key calibration.beads.z_stepnm (did you mean z_step_nm?)",
+        ),
+        (
+            [("a.yaml", {"resources": {"train_modle": {"threads": 2}}}), ("b.yaml", {})],
+            "a.yaml: unknown key resources.train_modle (did you mean train_model?)",
+        ),
+        ([("a.yaml", {"simulation": {"bogus": 1}})], "a.yaml: unknown key simulation.bogus"),  # nothing close
+        # a bad value: the layer that set it, not the first file
+        (
+            [("a.yaml", {"localize": {"tau": 0.4}}), ("b.yaml", {"localize": {"tau": 2.0}})],
+            "b.yaml: localize.tau: 2.0 is greater than",
+        ),
+    ],
+)
+def test_config_error_names_the_layer_that_set_the_key_and_the_closest_key(layers, expected):
+    merged: dict = {}
+    for _, layer in layers:
+        update_config(merged, copy.deepcopy(layer))
+    with pytest.raises(ConfigError) as info:
+        vconfig.validate(merged, SCHEMA, source="all of them", layers=layers)
+    msg = str(info.value)
+    assert msg.startswith(expected), msg
+    if "did you mean" not in expected:
+        assert "did you mean" not in msg
+    assert "\n" not in msg
+
+
+def test_key_set_by_no_layer_names_the_source():
+    """A key whose value is the schema's default was set by no file: the source names them all."""
+    layers = [("a.yaml", {"train": {"val_dataset": "val"}})]
+    assert vconfig.origin(layers, ["train", "val_dataset"], "a.yaml, b.yaml") == "a.yaml"
+    assert vconfig.origin(layers, ["train", "epochs"], "a.yaml, b.yaml") == "a.yaml, b.yaml"
+    assert vconfig.origin([("a.yaml", {"x": [1, 2]}), ("b.yaml", {"x": [3]})], ["x", 0], "?") == "b.yaml"
+
+
+def test_whole_number_floats_of_integer_keys_become_ints():
+    """chunk_frames: 6.0 or frames_per_shard: 10.0 passed the schema (JSON Schema counts 6.0
+    as an integer) and then failed in range(): they are read as the ints they are."""
+    data = {
+        "localize": {"chunk_frames": 6.0, "batch_frames": 8.0},  # batch_frames: oneOf int | auto
+        "simulation": {"datasets": {"train": {"shards": 2.0, "frames_per_shard": 10.0}}},
+        "sweeps": {"speed": {"sizes_px": [16.0, 32], "frames": [4, 4.0]}},
+    }
+    cfg = vconfig.validate(data, SCHEMA, source="x.yaml")
+    values = [
+        cfg["localize"]["chunk_frames"],
+        cfg["localize"]["batch_frames"],
+        cfg["simulation"]["datasets"]["train"]["shards"],
+        cfg["simulation"]["datasets"]["train"]["frames_per_shard"],
+        *cfg["sweeps"]["speed"]["sizes_px"],
+        *cfg["sweeps"]["speed"]["frames"],
+    ]
+    assert values == [6, 8, 2, 10, 16, 32, 4, 4]
+    assert all(type(v) is int for v in values)
+    assert vconfig.chunk_ranges(12, cfg["localize"]["chunk_frames"]) == [(0, 6), (6, 12)]
+    assert type(cfg["grid"]["px_size_nm"]) is float  # a number key keeps its float
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"localize": {"chunk_frames": 6.5}}, "x.yaml: localize.chunk_frames: 6.5 is not of type 'integer'"),
+        (
+            {"localize": {"chunk_frames": True}},
+            "x.yaml: localize.chunk_frames: True is not of type 'integer'",
+        ),
+        (
+            {"simulation": {"datasets": {"t": {"shards": 1, "frames_per_shard": 0.5}}}},
+            "x.yaml: simulation.datasets.t.frames_per_shard: 0.5 is not of type 'integer'",
+        ),
+    ],
+)
+def test_fractional_floats_of_integer_keys_are_errors(data, expected):
+    with pytest.raises(ConfigError) as info:
+        vconfig.validate(data, SCHEMA, source="x.yaml")
+    assert str(info.value) == expected

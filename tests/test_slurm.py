@@ -11,6 +11,7 @@ daemons are stopped by PID at teardown, also when a test fails.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -32,8 +33,8 @@ TINY = ROOT / "tests" / "workflow" / "config.yaml"
 OVERLAY = ROOT / "tests" / "slurm" / "config.yaml"
 PROFILE = ROOT / "tests" / "slurm" / "profile"
 FACILITY_PROFILE = ROOT / "profiles" / "slurm" / "config.yaml"
-#: facility-profile keys the test profile leaves out or sets otherwise (no conda here, one node)
-FACILITY_ONLY = {"use-conda", "jobs", "latency-wait"}
+#: facility-profile keys the test profile leaves out or sets otherwise (one node)
+FACILITY_ONLY = {"jobs", "latency-wait"}
 #: test-profile keys for a cluster without slurmdbd (see tests/slurm/profile/config.yaml)
 TEST_ONLY = {
     "slurm-status-command",
@@ -169,6 +170,22 @@ def test_test_profile_is_the_facility_profile_for_a_cluster_without_accounting()
     for key in set(facility) - FACILITY_ONLY:
         assert test[key] == facility[key], key
     assert test["slurm-status-command"] == "squeue" and test["slurm-no-account"] is True
+
+
+def test_facility_profile_plans_a_run_with_the_pip_install(tmp_path):
+    """`snakemake --profile profiles/slurm -n` with the pip install (the venv's Snakemake and
+    SLURM plugin, no conda on PATH): the profile does not ask for conda (--use-conda does)."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(ROOT / "config" / "movies.tsv", tmp_path / "config" / "movies.tsv")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
+    cmd += ["--profile", str(FACILITY_PROFILE.parent), "-n", "--configfile", str(TINY)]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}/usr/bin{os.pathsep}/bin"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "conda" not in out.lower(), out[-3000:]
+    assert re.search(r"^train_model\s+1$", out, re.M), out[-3000:]
+    assert "use-conda" not in yaml.safe_load(FACILITY_PROFILE.read_text())
 
 
 def test_every_rule_takes_threads_memory_and_time_from_config():

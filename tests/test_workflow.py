@@ -14,8 +14,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,8 +30,10 @@ import pytest
 import tifffile
 import yaml
 from PIL import Image
+from snakemake.utils import update_config
 
 import voxloc
+from voxloc import config as vconfig
 from voxloc.calibration import files
 from voxloc.evaluation.matching import Summary
 from voxloc.locs import LOC_SCHEMA, read_metadata
@@ -594,17 +598,66 @@ def test_bad_movie_leaves_no_output(bad_run, movie):
     assert not temp_leftovers(workdir)
 
 
-def test_missing_movie_file_is_named_by_snakemake(tmp_path):
+def write_movie(path: Path, n_frames: int = N_FRAMES, per_camera: bool = False) -> None:
+    """A small movie of noise: T x 4 x H x W, or one T x H x W camera file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shape = (n_frames, HEIGHT, WIDTH) if per_camera else (n_frames, 4, HEIGHT, WIDTH)
+    frames = np.random.default_rng(5).integers(100, 200, shape).astype(np.uint16)
+    tifffile.imwrite(
+        path, frames, photometric="minisblack", metadata={"axes": "TYX" if per_camera else "TCYX"}
+    )
+
+
+#: rows of a sheet whose files are not all there -> the one line of the movie's failed job
+MISSING_ROWS = {
+    "gone": ({"path": "data/gone.tif"}, "config/movies.tsv row gone: data/gone.tif: no such file"),
+    "nogt": (
+        {"path": "data/good.tif", "ground_truth": "data/nogt.parquet"},
+        "config/movies.tsv row nogt: data/nogt.parquet: no such file",
+    ),
+    "cams": (
+        {f"plane{k}": f"data/cam{k}.tif" for k in range(1, 5)},  # cameras 2 and 4 are not there
+        "config/movies.tsv row cams: data/cam2.tif, data/cam4.tif: no such file",
+    ),
+}
+
+
+def test_missing_sheet_file_fails_only_its_movie(tmp_path):
+    """A sheet row naming a file that is not there no longer stops every movie while the jobs
+    are planned (MissingInputException): the plan has every movie and warns; the movie's
+    first job fails with one line naming the sheet, the row and the file; the others run."""
     (tmp_path / "config").mkdir()
-    sheet = pd.read_csv(ROOT / "config" / "movies.tsv", sep="\t", dtype=str, keep_default_na=False)
-    rows = sheet.to_dict("records") + [{"movie": "missing", "path": "data/missing.tif"}]
+    write_movie(tmp_path / "data/good.tif")
+    for k in (1, 3):
+        write_movie(tmp_path / f"data/cam{k}.tif", per_camera=True)
+    camera = {"offset_adu": "100", "adu_per_photon": "4"}
+    rows = [{"movie": "good", "path": "data/good.tif", **camera}]
+    rows += [{"movie": movie, **row, **camera} for movie, (row, _) in MISSING_ROWS.items()]
     write_sheet(tmp_path / "config/movies.tsv", rows)
-    proc = snakemake(tmp_path)
+
+    dry = snakemake(tmp_path, "-n")  # the default target: every movie's jobs
+    assert dry.returncode == 0, console(dry)[-3000:]
+    assert job_counts(dry)["movie_info"] == 1 + len(MISSING_ROWS)
+    warned = [ln for ln in console(dry).splitlines() if ln.startswith("voxloc: warning: ")]
+    assert warned == [
+        f"voxloc: warning: {message} (this movie's jobs will fail, the others run)"
+        for _, message in MISSING_ROWS.values()
+    ]
+
+    infos = [f"results/movies/{movie}/info.yaml" for movie in ["good", *MISSING_ROWS]]
+    proc = snakemake(tmp_path, "--keep-going", targets=infos)
     assert proc.returncode != 0
-    out = console(proc)
-    assert "Missing input files for rule movie_info" in out
-    assert re.search(r"affected files:\s+data/missing\.tif", out), out[-3000:]
-    assert not (tmp_path / "results").exists()  # stopped before any job ran
+    assert yaml.safe_load((tmp_path / infos[0]).read_text())["n_frames"] == N_FRAMES
+    failed = [
+        ln
+        for ln in console(proc).splitlines()
+        if ln.startswith("voxloc: ") and not ln.startswith("voxloc: warning")
+    ]
+    assert sorted(failed) == sorted(f"voxloc: {message}" for _, message in MISSING_ROWS.values())
+    for movie, (_, message) in MISSING_ROWS.items():
+        assert not (tmp_path / f"results/movies/{movie}/info.yaml").exists()
+        log = (tmp_path / f"logs/localize/{movie}/info.log").read_text()
+        assert message in log and "Traceback" not in log, log
 
 
 def test_model_trained_for_another_psf_warns_in_the_chunk_log(run, tmp_path):
@@ -621,9 +674,7 @@ def test_model_trained_for_another_psf_warns_in_the_chunk_log(run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]  # a warning, not an error
     assert job_counts(proc) == {"localize_chunk": 1}
     log = (workdir / "logs/localize/demo1/chunk-0000.log").read_text()
-    warnings_ = [
-        ln for ln in log.splitlines() if ln.startswith("WARNING") and "results/models/quick/model.pt" in ln
-    ]
+    warnings_ = [ln for ln in log.splitlines() if " WARNING " in ln and "results/models/quick/model.pt" in ln]
     assert len(warnings_) == 1, log
     assert "r0_nm" in warnings_[0] and f"{1.2 * r0:.1f}" in warnings_[0]
     pd.testing.assert_frame_equal(pd.read_parquet(workdir / chunk), pd.read_parquet(run / chunk))
@@ -645,3 +696,228 @@ def test_bad_bead_stack_gives_one_line_and_no_calibration(run, tmp_path):
     # the forced job's old outputs are removed by Snakemake before it runs; none is written
     assert not affine.exists() and not (workdir / "results/calibration/affine_qc.png").exists()
     assert not temp_leftovers(workdir)
+
+
+# ------------------------------------------------------------ facility configs, recovery
+
+
+def write_sheet_file(workdir: Path, rows: Sequence[dict[str, str]]) -> None:
+    (workdir / "config").mkdir(exist_ok=True)
+    write_sheet(workdir / "config/movies.tsv", rows)
+
+
+def demo_sheet(workdir: Path) -> None:
+    (workdir / "config").mkdir(exist_ok=True)
+    shutil.copy(ROOT / "config" / "movies.tsv", workdir / "config/movies.tsv")
+
+
+def test_facility_config_builds_no_demo_data(tmp_path):
+    """The default target makes the demo data only where the config names it: none for a
+    facility's own beads and sheet, the demo movies (not its beads) for the demo's sheet."""
+    beads = {f"plane{k}": f"data/beads{k}.tif" for k in range(1, 5)}
+    write_movie(tmp_path / "data/m.tif")
+    for path in beads.values():
+        tifffile.imwrite(tmp_path / path, np.zeros((12, HEIGHT, WIDTH), np.uint16))
+    facility = tmp_path / "facility.yaml"
+    facility.write_text(yaml.safe_dump({"calibration": {"beads": beads}}))
+    write_sheet_file(
+        tmp_path, [{"movie": "m", "path": "data/m.tif", "offset_adu": "100", "adu_per_photon": "4"}]
+    )
+    dry = snakemake(tmp_path, "-n", configfiles=[TINY, facility])
+    assert dry.returncode == 0, console(dry)[-3000:]
+    ran = job_counts(dry)
+    assert not [rule for rule in ran if rule.startswith("demo_")], ran
+    assert ran["calibrate_affine"] == ran["movie_info"] == 1
+    assert "resources/demo" not in console(dry)
+
+    demo_sheet(tmp_path)  # the demo's movies
+    dry = snakemake(tmp_path, "-n", configfiles=[TINY, facility])
+    assert dry.returncode == 0, console(dry)[-3000:]
+    ran = job_counts(dry)
+    assert {rule for rule in ran if rule.startswith("demo_")} == {"demo_movie_per_camera", "demo_movie_stack"}
+
+
+def voxloc_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [ln for ln in console(proc).splitlines() if ln.startswith("voxloc: ")]
+
+
+def test_unknown_key_names_where_it_came_from_and_the_closest_key(tmp_path):
+    """An unknown key is reported against the --config or --configfile that added it (not
+    config/config.yaml or every file), with the valid key it is closest to."""
+    demo_sheet(tmp_path)
+    proc = snakemake(tmp_path, "-n", "--config", "localise={}")
+    assert proc.returncode != 0
+    assert voxloc_lines(proc) == ["voxloc: --config: unknown key localise (did you mean localize?)"]
+    night = tmp_path / "night.yaml"
+    night.write_text("render:\n  px_mn: 20.0\n")
+    proc = snakemake(tmp_path, "-n", configfiles=[TINY, night])
+    assert proc.returncode != 0
+    assert voxloc_lines(proc) == [f"voxloc: {night}: unknown key render.px_mn (did you mean px_nm?)"]
+
+
+def test_whole_number_floats_of_integer_keys_run(tmp_path):
+    """chunk_frames: 6.0 and frames_per_shard: 2.0 (YAML floats) work as the ints 6 and 2:
+    a real simulation shard of 2 frames, a movie of 12 frames planned as 2 chunks."""
+    write_movie(tmp_path / "data/m.tif")
+    write_sheet_file(
+        tmp_path, [{"movie": "m", "path": "data/m.tif", "offset_adu": "100", "adu_per_photon": "4"}]
+    )
+    floats = tmp_path / "floats.yaml"
+    floats.write_text(
+        "psf: {source: table2}\n"  # no bead calibration before the shard
+        "localize: {chunk_frames: 6.0}\n"
+        "simulation:\n  datasets:\n    val: {shards: 1.0, frames_per_shard: 2.0}\n"
+    )
+    shard, info = "results/simulation/val/shard-0000.h5", "results/movies/m/info.yaml"
+    proc = snakemake(tmp_path, targets=[shard, info], configfiles=[TINY, floats])
+    assert proc.returncode == 0, console(proc)[-3000:]
+    assert shards.read_shard(tmp_path / shard).frames.shape == (2, 4, 24, 20)
+    dry = snakemake(tmp_path, "-n", targets=["results/localizations/m.parquet"], configfiles=[TINY, floats])
+    assert dry.returncode == 0, console(dry)[-3000:]
+    assert job_counts(dry)["localize_chunk"] == 2
+
+
+def test_tiny_config_means_the_same_in_a_checkout():
+    """tests/workflow/config.yaml on top of config/config.yaml (a checkout) is the config the
+    tests run (on top of the schema's defaults: their working directories have no
+    config/config.yaml)."""
+    schema = ROOT / "workflow/schemas/config.schema.yaml"
+    tiny = yaml.safe_load(TINY.read_text())
+    in_checkout = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    update_config(in_checkout, yaml.safe_load(TINY.read_text()))
+    vconfig.validate(in_checkout, schema, source="checkout")
+    assert in_checkout == vconfig.validate(tiny, schema, source="tests")
+
+
+def test_tiny_config_dry_run_in_a_copy_of_the_checkout(tmp_path):
+    """`snakemake -n --configfile tests/workflow/config.yaml` where the README says, in the
+    checkout (here a copy of it, so as not to touch the real one's .snakemake)."""
+    copy = tmp_path / "voxloc"
+    (copy / "tests/workflow").mkdir(parents=True)
+    for name in ("Snakefile", "workflow", "config", "scripts", "envs", "src"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, copy / name)
+    shutil.copy(TINY, copy / "tests/workflow/config.yaml")
+    cmd = [sys.executable, "-m", "snakemake", "-n", "--configfile", "tests/workflow/config.yaml"]
+    proc = subprocess.run(cmd, cwd=copy, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, console(proc)[-3000:]
+    assert "voxloc:" not in console(proc)
+    ran = job_counts(proc)
+    assert ran["density_sweep"] == ran["train_model"] == ran["demo_beads"] == 1
+
+
+def readme_section(title: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+def test_killed_snakemake_recovers_as_the_readme_says(tmp_path):
+    """Snakemake killed mid-job (kill -9, a lost login node) leaves its lock: the same command
+    then refuses to run until `--unlock`, and `--rerun-incomplete` finishes the work. The
+    README's batch and cluster sections say so."""
+    for title in ("Facility batch mode", "Cluster (SLURM)"):
+        section = readme_section(title)
+        assert "--unlock" in section and "--rerun-incomplete" in section, title
+    demo_sheet(tmp_path)
+    target = "resources/demo/beads/truth.yaml"  # rule demo_beads: a few seconds
+    cmd = [sys.executable, "-m", "snakemake", target, "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
+    cmd += ["--cores", "1", "--configfile", str(TINY)]
+    killed = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        incomplete = tmp_path / ".snakemake" / "incomplete"
+        end = time.monotonic() + 120
+        while killed.poll() is None and not (incomplete.is_dir() and any(incomplete.iterdir())):
+            assert time.monotonic() < end, "demo_beads never started"
+            time.sleep(0.05)
+        assert killed.poll() is None, "demo_beads finished before it could be killed"
+        os.killpg(killed.pid, signal.SIGKILL)  # Snakemake and its job
+        killed.wait(timeout=30)
+    finally:
+        if killed.poll() is None:
+            os.killpg(killed.pid, signal.SIGKILL)
+    assert not (tmp_path / target).exists()
+    again = snakemake(tmp_path, targets=[target])
+    assert again.returncode != 0 and "Directory cannot be locked" in console(again), console(again)[-2000:]
+    unlock = snakemake(tmp_path, "--unlock", targets=[target])
+    assert unlock.returncode == 0, console(unlock)[-2000:]
+    rerun = snakemake(tmp_path, "--rerun-incomplete", targets=[target])
+    assert rerun.returncode == 0, console(rerun)[-2000:]
+    assert job_counts(rerun) == {"demo_beads": 1}
+    assert (tmp_path / target).is_file()
+
+
+# -------------------------------------------- report tables, row groups, CI (issue 18)
+
+#: the evaluation tables of the tiny run, shown in the report as HTML beside their TSV
+REPORT_TABLES = (
+    "results/evaluation/summary",
+    "results/evaluation/voxels/quick",
+    "results/evaluation/density/quick",
+    "results/evaluation/speed",
+)
+
+
+def test_report_tables_are_html_pages_with_the_numbers_of_the_tsv(run):
+    from html import escape
+
+    from voxloc.evaluation.html_tables import format_value
+
+    for stem in REPORT_TABLES:
+        table = pd.read_csv(run / f"{stem}.tsv", sep="\t")
+        page = (run / f"{stem}.html").read_text(encoding="utf-8")
+        assert 'class="headline"' in page, stem
+        for column, values in table.items():
+            name = re.escape(column)
+            row = re.search(rf'<tr data-column="{name}">(.*?)</tr>', page)
+            assert row, (stem, column)
+            shown = re.findall(rf'data-column="{name}">([^<]*)</td>', row.group(1))
+            assert shown == [escape(format_value(column, v)) for v in values.tolist()], (stem, column)
+    summary = (run / "results/evaluation/summary.html").read_text(encoding="utf-8")
+    for column in ("jaccard", "rmse_lateral_nm", "crlb_lateral_nm", "efficiency_3d"):  # at a glance
+        assert summary.count(f'data-column="{column}"') == 2 * len(MOVIES) + 1, column
+
+
+def test_report_embeds_the_tables_as_pages(run, tmp_path):
+    import base64
+
+    proc = snakemake(run, "--report", str(tmp_path / "report.html"))
+    assert proc.returncode == 0, console(proc)[-3000:]
+    report = (tmp_path / "report.html").read_text(encoding="utf-8")
+    for stem in REPORT_TABLES:
+        start = report.index(f'"{stem}.html": {{')
+        uri = re.search(r'"data_uri": "data:text/html;[^,]*base64,([^"]+)"', report[start:])
+        assert uri, stem
+        assert base64.b64decode(uri.group(1)) == (run / f"{stem}.html").read_bytes(), stem
+
+
+def test_merged_localizations_are_one_row_group(run):
+    """12 frames in 2 chunks of 1 batch of 6 frames each: was one row group per batch."""
+    for movie in MOVIES:
+        meta = pq.ParquetFile(run / f"results/localizations/{movie}.parquet").metadata
+        assert meta.num_rows > 0 and meta.num_row_groups == 1, movie
+
+
+def test_ci_runs_the_linters_then_the_tests_and_fails_on_any_failure():
+    import tomllib
+
+    lines = [line.split("#")[0].strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    lines = [line for line in lines if line]
+    assert "set -euo pipefail" in lines
+    assert '.venv/bin/pip install --quiet -e ".[test,dev]"' in lines
+    checks = [
+        ".venv/bin/ruff check .",
+        ".venv/bin/ruff format --check .",
+        ".venv/bin/snakefmt --check Snakefile workflow/rules/*.smk",
+        ".venv/bin/snakemake --lint",
+    ]
+    assert [line for line in lines if line in checks] == checks
+    assert lines.index(checks[-1]) < len(lines) - 1 and lines[-1] == ".venv/bin/python -m pytest -q"
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert {re.split("[=<>]", d)[0] for d in dev} >= {"ruff", "snakefmt"}

@@ -4,6 +4,8 @@ translation of config sections into library objects (simulation settings)."""
 from __future__ import annotations
 
 import copy
+import difflib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +18,7 @@ from voxloc.errors import ConfigError
 if TYPE_CHECKING:  # the workflow imports this module at parse time: keep it light
     pass
 
-__all__ = ["load_schema", "validate", "load_config", "load_samples", "chunk_ranges"]
+__all__ = ["load_schema", "validate", "origin", "load_config", "load_samples", "chunk_ranges"]
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 
@@ -37,22 +39,73 @@ def _with_defaults(cls):
                     instance[name] = copy.deepcopy(sub["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(cls, {"properties": set_defaults})
+    # "integer" is an int (JSON Schema also counts 6.0): validate() turns a whole-number float
+    # of an integer key into an int, so that the code downstream gets the int it expects
+    strict = cls.TYPE_CHECKER.redefine("integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool))
+    return jsonschema.validators.extend(cls, {"properties": set_defaults}, type_checker=strict)
 
 
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+#: a config layer: (where it came from, e.g. a file name or ``--config``; its mapping)
+Layer = tuple[str, Mapping]
+
+
+def origin(layers: Sequence[Layer], path: Sequence, default: str) -> str:
+    """The name of the last of ``layers`` (in merge order, later ones win) that sets the key
+    ``path``, i.e. where its value came from; ``default`` when none does (a schema default)."""
+    for name, node in reversed(layers):
+        for key in path:
+            if isinstance(node, Mapping) and key in node:
+                node = node[key]
+            elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+                node = node[key]
+            else:
+                break
+        else:
+            return name
+    return default
+
+
+def _whole_floats_to_int(data: dict, errors) -> bool:
+    """Replace, in ``data``, every whole-number float that an error finds not an integer
+    (also inside ``oneOf`` branches) by the int; True when something was replaced."""
+    fixed = False
+    todo = list(errors)
+    while todo:
+        error = todo.pop()
+        todo.extend(error.context or ())
+        types = error.validator_value if error.validator == "type" else ()
+        types = [types] if isinstance(types, str) else types
+        value = error.instance
+        if "integer" in types and isinstance(value, float) and value.is_integer() and error.absolute_path:
+            *parents, last = error.absolute_path
+            node = data
+            for key in parents:
+                node = node[key]
+            node[last] = int(value)
+            fixed = True
+    return fixed
 
 
 def _key(path) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
-def _one_line(error: jsonschema.ValidationError, source: str) -> str:
-    """The most useful single line for a schema error: file, dotted key, problem."""
+def _one_line(error: jsonschema.ValidationError, source: str, layers: Sequence[Layer] = ()) -> str:
+    """The most useful single line for a schema error: file, dotted key, problem. With
+    ``layers``, the file (or ``--config``) is the one that set the key."""
+    path = list(error.absolute_path)
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        keys = ", ".join(_key([*error.absolute_path, k]) for k in extra)
-        return f"{source}: unknown key {keys}"
+        known = list(error.schema.get("properties", {}))
+        parts = []
+        for extra in sorted(set(error.instance) - set(known)):
+            close = difflib.get_close_matches(str(extra), known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            where = origin(layers, [*path, extra], source)
+            parts.append(f"{where}: unknown key {_key([*path, extra])}{hint}")
+        return "; ".join(parts)
+    source = origin(layers, path, source)
     if error.validator == "required":
         return f"{source}: {_key(error.absolute_path)}: {error.message}"
     if error.validator == "oneOf" and isinstance(error.instance, dict):
@@ -63,20 +116,28 @@ def _one_line(error: jsonschema.ValidationError, source: str) -> str:
     return f"{source}: {_key(error.absolute_path)}: {message}"
 
 
-def validate(data: dict, schema: dict | str | Path, *, source: str) -> dict:
-    """Validate ``data`` in place against a JSON schema, filling in defaults.
+def validate(data: dict, schema: dict | str | Path, *, source: str, layers: Sequence[Layer] = ()) -> dict:
+    """Validate ``data`` in place against a JSON schema, filling in defaults; a whole-number
+    float of an integer key (``chunk_frames: 6.0``) becomes the int.
 
-    Raises :class:`ConfigError` with one line naming ``source``, the dotted key and the problem.
+    Raises :class:`ConfigError` with one line naming the source, the dotted key and the
+    problem (an unknown key with the closest valid one). ``data`` may be merged from
+    ``layers`` (name, mapping; in merge order, as Snakemake merges config/config.yaml, each
+    --configfile, then --config): the line then names the layer that set the key, ``source``
+    where none did.
     """
     if not isinstance(schema, dict):
         schema = load_schema(schema)
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of keys, got {type(data).__name__}")
     validator = _Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    errors = list(validator.iter_errors(data))
+    while errors and _whole_floats_to_int(data, errors):  # each pass leaves fewer floats
+        errors = list(validator.iter_errors(data))
+    errors.sort(key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(_one_line(best, source))
+        raise ConfigError(_one_line(best, source, layers))
     return data
 
 

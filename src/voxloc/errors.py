@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import re
 import sys
 from collections.abc import Iterator
 
-__all__ = ["VoxlocError", "ConfigError", "InputError", "exit_on_error"]
+__all__ = ["VoxlocError", "ConfigError", "InputError", "os_problem", "user_message", "exit_on_error"]
 
 
 class VoxlocError(Exception):
@@ -22,9 +24,45 @@ class InputError(VoxlocError):
     """An input file (TIFF, shard, table) cannot be used."""
 
 
+#: errno -> the problem, for OSErrors that are the user's to fix, not bugs: no traceback
+OS_PROBLEMS = {
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+}
+#: pyarrow and h5py give no errno attribute at times, only the text ("[errno 13] ...", "errno = 28")
+_ERRNO_TEXT = re.compile(r"errno\s*=?\s*(\d+)", re.IGNORECASE)
+
+
+def os_problem(exc: OSError) -> str | None:
+    """The problem of a permission, read-only or disk-full OSError (:data:`OS_PROBLEMS`),
+    from its errno or, failing that, its message; None for any other OSError."""
+    code = exc.errno
+    if code is None:
+        m = _ERRNO_TEXT.search(str(exc))
+        code = int(m.group(1)) if m else None
+    return OS_PROBLEMS.get(code)
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one-line message for the user of an exception that is the user's to fix: a
+    :class:`VoxlocError`, or an OSError of :data:`OS_PROBLEMS` that names its file
+    (``<path>: permission denied``); None for anything else (a bug: keep the traceback)."""
+    if isinstance(exc, VoxlocError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        problem = os_problem(exc)
+        if problem is not None:
+            return f"{exc.filename}: {problem}"
+    return None
+
+
 @contextlib.contextmanager
 def exit_on_error(logger: str = "voxloc") -> Iterator[None]:
-    """For the workflow's scripts: a :class:`VoxlocError` becomes one line and exit status 1.
+    """For the workflow's scripts: a :class:`VoxlocError`, or a permission or disk-full
+    OSError naming its file (:func:`user_message`), becomes one line and exit status 1.
 
     The message goes to the rule log (``logger``, error level) and, as ``voxloc: <message>``,
     to the console: ``sys.__stderr__``, the process's real stderr, which the scripts keep
@@ -34,7 +72,10 @@ def exit_on_error(logger: str = "voxloc") -> Iterator[None]:
     """
     try:
         yield
-    except VoxlocError as exc:
-        logging.getLogger(logger).error("%s", exc)
-        print(f"voxloc: {exc}", file=sys.__stderr__, flush=True)
+    except (VoxlocError, OSError) as exc:
+        message = user_message(exc)
+        if message is None:
+            raise
+        logging.getLogger(logger).error("%s", message)
+        print(f"voxloc: {message}", file=sys.__stderr__, flush=True)
         raise SystemExit(1) from None

@@ -15,7 +15,8 @@ import numpy as np
 import tifffile
 import yaml
 
-from voxloc.errors import InputError
+from voxloc.errors import InputError, os_problem
+from voxloc.runtime import remove_stale_temps, temp_path
 
 __all__ = [
     "atomic_output",
@@ -31,18 +32,35 @@ __all__ = [
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only on success.
 
-    On any exception the temporary file is removed, so no half-written output is left and
-    an existing ``path`` is untouched.
+    The temporary file is ``.<name>.tmp<pid>`` (:func:`voxloc.runtime.temp_path`). On any
+    exception, SIGTERM in a rule job included (:mod:`voxloc.runtime`), it is removed, so no
+    half-written output is left and an existing ``path`` is untouched; those of earlier
+    writers that were killed (SIGKILL leaves them) are removed before writing, where their
+    pid is no live process. A permission or disk-full OSError that names no file, or the
+    temporary one (pyarrow's, h5py's), is given ``path`` as its filename, so that
+    :func:`voxloc.errors.user_message` names the output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    remove_stale_temps(path, dead_only=True)
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if os_problem(exc) and _names_no_file_or(exc.filename, tmp):
+            exc.filename = str(path)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _names_no_file_or(filename: object, tmp: Path) -> bool:
+    """An OSError's filename is None or the temporary file (by name: tifffile resolves links)."""
+    if filename is None:
+        return True
+    return isinstance(filename, str | bytes | os.PathLike) and Path(os.fsdecode(filename)).name == tmp.name
 
 
 def to_builtin(value: object, *, finite: bool = False) -> object:

@@ -9,7 +9,10 @@ Parquet key-value metadata of every voxloc table (localizations, ground-truth em
 matched molecules, sweep errors): one encoder, :func:`encode_metadata` (strings as they
 are, other values as JSON, voxloc's version added), one decoder, :func:`decode_metadata`
 (JSON values decoded, or with ``raw`` the strings as stored), and :func:`write_parquet`
-for tables written from pandas. The localization tables are made by
+for tables written from pandas. Localization tables are streamed through
+:class:`RowGroupWriter`, which gathers the small tables of each network batch into row groups
+of ~1 M rows (at most 64 MiB), so that a long movie's file has few row groups while memory
+holds at most one row group. The localization tables are made by
 :mod:`voxloc.localization.localize`.
 """
 
@@ -27,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from voxloc import __version__
+from voxloc import __version__, provenance
 from voxloc.errors import InputError
 from voxloc.io import atomic_output, iter_parquet_batches, to_builtin, write_yaml
 
@@ -41,6 +44,9 @@ __all__ = [
     "metadata_json",
     "write_parquet",
     "to_arrow",
+    "ROW_GROUP_ROWS",
+    "ROW_GROUP_BYTES",
+    "RowGroupWriter",
     "merge_locs",
     "merge_chunk_files",
     "write_picasso",
@@ -80,14 +86,16 @@ def file_sha256(path: str | Path) -> str:
 
 
 def encode_metadata(metadata: Mapping[str, Any]) -> dict[bytes, bytes]:
-    """Parquet key-value metadata: ``voxloc_version`` first, then ``metadata`` in its order;
-    strings as they are, other values as JSON (numpy values as plain Python first).
+    """Parquet key-value metadata: ``voxloc_version`` and ``voxloc_source`` first
+    (:func:`voxloc.provenance`), then ``metadata`` in its order (its own values of those keys,
+    e.g. a chunk's in a merge, win); strings as they are, other values as JSON (numpy values
+    as plain Python first).
 
     A string that is itself JSON (e.g. ``json.dumps([0.0, 400.0])``) is stored as it is, so
     it reads back as the same value.
     """
     out = {}
-    for k, v in {"voxloc_version": __version__, **metadata}.items():
+    for k, v in {**provenance(), **metadata}.items():
         out[str(k).encode()] = (v if isinstance(v, str) else json.dumps(to_builtin(v))).encode()
     return out
 
@@ -153,18 +161,105 @@ def to_arrow(table: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(table[LOC_SCHEMA.names], schema=LOC_SCHEMA, preserve_index=False)
 
 
-def merge_locs(chunks: Sequence[str | Path], path: str | Path, metadata: Mapping[str, Any]) -> int:
-    """Concatenate chunk Parquets (in order) into one, streaming row groups; returns the row count."""
-    n = 0
+#: rows per Parquet row group of the localization files (pyarrow's own default maximum) ...
+ROW_GROUP_ROWS = 1 << 20
+#: ... or fewer, so that a row group holds at most this many bytes in memory (Arrow)
+ROW_GROUP_BYTES = 64 << 20
+
+
+class RowGroupWriter:
+    """A :class:`pyarrow.parquet.ParquetWriter` that gathers the tables written to it into row
+    groups of ``max_rows`` rows or ``max_bytes`` bytes of Arrow memory, whichever is fewer
+    (defaults :data:`ROW_GROUP_ROWS`, :data:`ROW_GROUP_BYTES`; 1 M localizations are 30 MB).
+
+    One network batch gives a few hundred rows: written one by one, they made a row group
+    each, tens of thousands for a long movie, slow to read and with a footer that grows with
+    the movie. Here at most one row group's rows are held (plus the table being added), so
+    memory stays flat with the movie's length. Rows are written in the order they come;
+    :meth:`close` (or leaving the ``with`` block without an exception) writes the rest.
+    """
+
+    def __init__(
+        self,
+        where: str | Path,
+        schema: pa.Schema,
+        *,
+        max_rows: int | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        self.max_rows = int(max_rows or ROW_GROUP_ROWS)
+        self.max_bytes = int(max_bytes or ROW_GROUP_BYTES)
+        if self.max_rows < 1 or self.max_bytes < 1:
+            raise ValueError(f"row groups need max_rows, max_bytes >= 1, got {max_rows}, {max_bytes}")
+        self.schema = schema
+        self._writer = pq.ParquetWriter(where, schema)
+        self._buffer: list[pa.Table] = []
+        self.buffered_rows = 0
+        self._buffered_bytes = 0
+        self.rows_written = 0
+
+    def _group_rows(self) -> int:
+        """Rows per row group: max_rows, or fewer where the buffered rows are wide."""
+        if not self.buffered_rows or not self._buffered_bytes:
+            return self.max_rows
+        per_row = self._buffered_bytes / self.buffered_rows
+        return max(1, min(self.max_rows, int(self.max_bytes // per_row)))
+
+    def write_table(self, table: pa.Table) -> None:
+        """Add ``table`` (the writer's schema, metadata aside); write each full row group."""
+        if not table.num_rows:
+            return
+        self._buffer.append(table.replace_schema_metadata(self.schema.metadata))
+        self.buffered_rows += table.num_rows
+        self._buffered_bytes += table.nbytes
+        group = self._group_rows()
+        if self.buffered_rows >= group:
+            self._flush(self.buffered_rows // group * group, group)
+
+    def _flush(self, n_rows: int, group: int) -> None:
+        """Write the first ``n_rows`` buffered rows in row groups of ``group`` rows."""
+        table = pa.concat_tables(self._buffer)  # no copy: the chunks stay as they are
+        self._writer.write_table(table.slice(0, n_rows), row_group_size=group)
+        self.rows_written += n_rows
+        rest = table.slice(n_rows)
+        self._buffer = [rest] if rest.num_rows else []
+        self.buffered_rows = rest.num_rows
+        self._buffered_bytes = rest.nbytes if rest.num_rows else 0
+
+    def close(self) -> None:
+        """Write the buffered rows as the last row group and close the file."""
+        if self.buffered_rows:
+            self._flush(self.buffered_rows, self.buffered_rows)
+        self._writer.close()
+
+    def __enter__(self) -> RowGroupWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the file is abandoned (atomic_output removes it): no need to write the rest
+            self._buffer, self.buffered_rows = [], 0
+            self._writer.close()
+
+
+def merge_locs(
+    chunks: Sequence[str | Path],
+    path: str | Path,
+    metadata: Mapping[str, Any],
+    *,
+    row_group_rows: int | None = None,
+) -> int:
+    """Concatenate chunk Parquets (in order) into one, streaming: the chunks are read 64 k
+    rows at a time and written in row groups of :class:`RowGroupWriter` (``row_group_rows``,
+    default :data:`ROW_GROUP_ROWS`); returns the row count."""
     with atomic_output(path) as tmp:
         schema = LOC_SCHEMA.with_metadata(encode_metadata(metadata))
-        with pq.ParquetWriter(tmp, schema) as writer:
+        with RowGroupWriter(tmp, schema, max_rows=row_group_rows) as writer:
             for chunk in chunks:
                 for batch in iter_parquet_batches(pq.ParquetFile(chunk), 1 << 16):
-                    writer.write_table(
-                        pa.Table.from_batches([batch]).cast(LOC_SCHEMA).replace_schema_metadata(None)
-                    )
-                    n += batch.num_rows
+                    writer.write_table(pa.Table.from_batches([batch]).cast(LOC_SCHEMA))
+        n = writer.rows_written
     return n
 
 

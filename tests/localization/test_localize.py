@@ -8,6 +8,7 @@ import threading
 import h5py
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import tifffile
@@ -96,6 +97,79 @@ def test_chunks_merge_to_the_whole_movie(files):
     assert n == len(merged) == len(whole)
     pd.testing.assert_frame_equal(merged, whole)
     assert "frame_range" not in locs.read_metadata(files / "merged.parquet")
+    # one row group each, not one per batch of 2 frames
+    for path in [*chunks, files / "whole.parquet", files / "merged.parquet"]:
+        assert pq.ParquetFile(path).metadata.num_row_groups == 1, path
+
+
+def test_a_chunk_of_many_batches_is_one_row_group_with_the_rows_in_order(files):
+    """10 batches of 1 frame: one row group (was 10), rows as the batches gave them."""
+    from voxloc.localization.movies import open_movie
+    from voxloc.localization.resampling import Resampler
+    from voxloc.network.model import load_checkpoint
+
+    n = run(files, files / "groups.parquet", 0, T, batch_frames=1, precision="float32")
+    meta = pq.ParquetFile(files / "groups.parquet").metadata
+    assert meta.num_row_groups == 1 and meta.num_rows == n > 0
+    model = load_checkpoint(files / "model.pt", "cpu", "float32")
+    with open_movie(files / "movie.tif", offset_adu=100, adu_per_photon=2) as mov:
+        resampler = Resampler([np.eye(3)] * 4, mov.camera_shapes)
+        batches = list(localize.iter_localizations(mov, model, resampler, tau=0.5, batch_frames=1))
+    assert len(batches) == T
+    expected = locs.to_arrow(pd.concat(batches, ignore_index=True)).to_pandas()
+    pd.testing.assert_frame_equal(pd.read_parquet(files / "groups.parquet"), expected)
+
+
+def test_merged_file_is_few_row_groups_of_the_chunks_rows_in_order(files):
+    chunks = []
+    for i, (s, e) in enumerate(config.chunk_ranges(T, 2)):  # 5 chunks of 2 batches of 1 frame
+        chunks.append(files / f"small-{i}.parquet")
+        run(files, chunks[-1], s, e, batch_frames=1)
+    parts = [pd.read_parquet(c) for c in chunks]
+    n_rows = sum(map(len, parts))
+    group = max(1, n_rows // 3)  # row groups of a third of the rows: 3 or 4 of them
+    n = locs.merge_locs(chunks, files / "merged-small.parquet", {}, row_group_rows=group)
+    meta = pq.ParquetFile(files / "merged-small.parquet").metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert n == n_rows and sum(sizes) == n_rows
+    assert sizes[:-1] == [group] * (len(sizes) - 1) and 0 < sizes[-1] <= group
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(files / "merged-small.parquet"), pd.concat(parts, ignore_index=True)
+    )
+
+
+def loc_table(first: int, n: int) -> pa.Table:
+    frame = np.arange(first, first + n, dtype=np.int32)
+    return locs.to_arrow(pd.DataFrame({c: frame for c in locs.LOC_SCHEMA.names}))
+
+
+@pytest.mark.parametrize(
+    ("sizes", "kw", "groups"),
+    [
+        ([7] * 100, {"max_rows": 50}, [50] * 14),  # many small batches
+        ([120, 3], {"max_rows": 50}, [50, 50, 23]),  # one batch larger than a row group
+        ([7] * 10, {"max_rows": 1000, "max_bytes": 30 * 20}, [20, 20, 20, 10]),  # 30 bytes per row
+        ([0, 5, 0], {}, [5]),
+    ],
+)
+def test_row_group_writer_buffers_a_bounded_number_of_rows(tmp_path, sizes, kw, groups):
+    path, first = tmp_path / "t.parquet", 0
+    with locs.RowGroupWriter(path, locs.LOC_SCHEMA, **kw) as writer:
+        for n in sizes:
+            writer.write_table(loc_table(first, n))
+            first += n
+            # memory: never a full row group left in the buffer
+            assert writer.buffered_rows < kw.get("max_rows", locs.ROW_GROUP_ROWS)
+    meta = pq.ParquetFile(path).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == groups
+    np.testing.assert_array_equal(pd.read_parquet(path)["frame"], np.arange(first))
+
+
+def test_row_group_writer_writes_nothing_more_after_an_error(tmp_path):
+    with pytest.raises(RuntimeError), locs.RowGroupWriter(tmp_path / "t.parquet", locs.LOC_SCHEMA) as writer:
+        writer.write_table(loc_table(0, 5))
+        raise RuntimeError("batch failed")
+    assert writer.buffered_rows == 0 and writer.rows_written == 0
 
 
 def test_picasso_export_round_trips(files):
@@ -219,7 +293,12 @@ def test_metadata_round_trips_strings_as_they_are_and_the_rest_as_json(tmp_path)
     assert raw[b"movie"] == b"m1" and raw[b"on"] == b"true" and raw[b"list"] == b"[1, 2]"
     locs.write_parquet(tmp_path / "t.parquet", pd.DataFrame({"a": [1]}), **values)
     meta = locs.read_metadata(tmp_path / "t.parquet")
-    assert meta == {"voxloc_version": meta["voxloc_version"], **values, "list": [1, 2]}
+    assert meta == {
+        "voxloc_version": meta["voxloc_version"],
+        "voxloc_source": meta["voxloc_source"],
+        **values,
+        "list": [1, 2],
+    }
     text = locs.read_metadata(tmp_path / "t.parquet", raw=True)
     assert text["s"] == "192.0" and text["z"] == "[0.0, 400.0]" and "pandas" not in text
     with pytest.raises(InputError, match="t.parquet: metadata movie='m1' is not valid JSON"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from pathlib import Path
 
 import matplotlib
 import numpy as np
@@ -331,11 +332,13 @@ def test_depth_colormap_skips_the_dark_ends_and_rejects_unknown_names():
 def test_png_is_rgb_with_the_image_drawn_one_to_one(tmp_path):
     rng = np.random.default_rng(4)
     rgb = rng.integers(0, 256, (300, 420, 3), dtype=np.uint8)
+    rgb[200:, 300:] = 0  # the bottom right corner is free
     path = tmp_path / "volume.png"
     size = png.write_depth_png(path, rgb, Z_RANGE, 24.0, 1000.0, caption=["demo", "3 localizations"])
     with Image.open(path) as im:
         assert im.mode == "RGB"
         image = np.asarray(im)
+        assert im.info["Description"].endswith("scale bar 1 µm (bottom right)")
     assert image.shape[:2] == size
     assert size[0] >= 300 and size[1] > 420 + 80  # room for the colour bar
     # top left: the image itself, unscaled (the scale bar is at the bottom right)
@@ -346,6 +349,108 @@ def test_png_is_rgb_with_the_image_drawn_one_to_one(tmp_path):
     panel = image[:, 430:].astype(int)
     assert (panel.max(axis=2) - panel.min(axis=2) > 100).sum() > 1000
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def white_runs(image: np.ndarray, length: int) -> list[tuple[int, int]]:
+    """(row, first column) of the horizontal runs of exactly ``length`` white pixels."""
+    white = (image == 255).all(axis=2)
+    out = []
+    for r in range(white.shape[0]):
+        edges = np.flatnonzero(np.diff(np.r_[0, white[r].astype(np.int8), 0]))
+        out += [(r, int(a)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a == length]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("lit", "corner"),
+    [
+        ((slice(240, 300), slice(340, 420)), "bottom left"),  # data in the bottom right
+        ((slice(200, 300), slice(None)), "top right"),  # data along the whole bottom
+    ],
+)
+def test_scale_bar_goes_to_a_corner_without_data(tmp_path, lit, corner):
+    rgb = np.zeros((300, 420, 3), np.uint8)
+    rgb[lit] = (200, 40, 40)  # red: no white pixel of the image itself
+    path = tmp_path / "corner.png"
+    png.write_depth_png(path, rgb, Z_RANGE, 24.0, 1000.0)
+    with Image.open(path) as im:
+        image, description = np.asarray(im), im.info["Description"]
+    np.testing.assert_array_equal(image[:300, :420][lit], rgb[lit])  # no datum covered
+    (row, col), *_ = white_runs(image[:300, :420], 42)  # the 1000 nm bar (42 px), 12 px inside
+    assert (row > 150) == corner.startswith("bottom") and (col < 210) == corner.endswith("left")
+    assert 12 <= col and col + 42 <= 420 - 12 and 12 <= row < 300 - 12
+    assert description.endswith(f"scale bar 1 µm ({corner})")
+
+
+def test_scale_bar_goes_below_an_image_full_of_data(tmp_path):
+    rgb = np.full((300, 420, 3), 120, np.uint8)
+    path = tmp_path / "full.png"
+    h, _ = png.write_depth_png(path, rgb, Z_RANGE, 24.0, 1000.0)
+    with Image.open(path) as im:
+        image, description = np.asarray(im), im.info["Description"]
+    np.testing.assert_array_equal(image[:300, :420], rgb)  # the whole image untouched
+    (row, col), *_ = white_runs(image[:, :420], 42)
+    assert row >= 300 and h > 300 and col + 42 == 420 - 12
+    assert description.endswith("(below the image)")
+
+
+def test_render_with_a_localization_in_the_corner_puts_the_bar_elsewhere(tmp_path):
+    src = tmp_path / "corner.parquet"
+    n = 50  # one place near the bottom right corner of the 7 x 5 camera-pixel field
+    write_locs(src, [FIELD[0] - 60.0] * n, [FIELD[1] - 60.0] * n, [600.0] * n)
+    movie.render_movie(src, tmp_path / "c.tif", tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as im:
+        assert "scale bar" in im.info["Description"]
+        assert "(bottom right)" not in im.info["Description"]
+        image = np.asarray(im)
+    zoom = 5  # 56 x 40 render pixels shown x5
+    h, w = SHAPE[1] * zoom, SHAPE[2] * zoom
+    spot = image[h - 4 * zoom : h - 1 * zoom, w - 4 * zoom : w - 1 * zoom]
+    assert spot.max() > 200 and not (spot == 255).all(axis=2).any()  # the datum, not the bar
+
+
+def test_default_config_blurs_the_png_and_keeps_counts_in_the_tiff(tmp_path):
+    from voxloc import config as vconfig
+
+    root = Path(__file__).resolve().parents[2]
+    shipped = vconfig.load_config(root / "config" / "config.yaml")["render"]
+    defaults = vconfig.validate({}, root / "workflow" / "schemas" / "config.schema.yaml", source="x")[
+        "render"
+    ]
+    assert shipped == defaults
+    opts = movie.RenderOptions.from_config(shipped)
+    assert opts == movie.RenderOptions()
+    assert 0 < opts.blur_sigma_nm[0] <= opts.px_nm and 0 < opts.blur_sigma_nm[1] <= opts.z_bin_nm
+    src = tmp_path / "one.parquet"
+    write_locs(src, [3.5 * S], [2.5 * S], [600.0])  # one localization in the middle
+    movie.render_movie(src, tmp_path / "one.tif", tmp_path / "one.png", options=opts)
+    with Image.open(tmp_path / "one.png") as im:
+        image = np.asarray(im)[: SHAPE[1] * 5 : 5, : SHAPE[2] * 5 : 5]  # one value per render pixel
+    lit = image.max(axis=2) >= png.LIT_LEVEL
+    assert lit.sum() >= 9  # a spot of at least 3 x 3 render pixels, not one pixel
+    with tifffile.TiffFile(tmp_path / "one.tif") as tif:
+        data, ij = tif.asarray(), tif.imagej_metadata
+    assert ij["counts_per_level"] == 1.0 and data.sum() == 1 and ij["blur_sigma_nm"] == "0,0"
+
+
+def test_blur_tiff_blurs_the_volume_too(tmp_path):
+    src = tmp_path / "one.parquet"
+    write_locs(src, [3.5 * S] * 4, [2.5 * S] * 4, [600.0] * 4)
+    opts = movie.RenderOptions.from_config({"blur_sigma_nm": [24.0, 25.0], "blur_tiff": True})
+    movie.render_movie(src, tmp_path / "b.tif", tmp_path / "b.png", options=opts)
+    with tifffile.TiffFile(tmp_path / "b.tif") as tif:
+        data, ij = tif.asarray(), tif.imagej_metadata
+    assert ij["blur_sigma_nm"] == "24,25" and np.count_nonzero(data) > 9
+    assert data.sum() * ij["counts_per_level"] == pytest.approx(4.0, rel=1e-3)
+
+
+def test_png_blur_equals_the_projection_of_the_laterally_blurred_volume():
+    rng = np.random.default_rng(7)
+    counts = hist(*random_locs(300, rng))
+    zc = Z_RANGE[0] + 50.0 * (np.arange(SHAPE[0]) + 0.5)
+    a = png.depth_coded_rgb(volume.blur(counts, 36.0, 0.0), zc, z_range_nm=Z_RANGE)
+    b = png.depth_coded_rgb(counts, zc, z_range_nm=Z_RANGE, blur_px=1.5)
+    assert np.abs(a.astype(int) - b).max() <= 1  # float32 vs float64 rounding
 
 
 def test_small_png_is_enlarged_and_scale_bar_adapts(tmp_path):

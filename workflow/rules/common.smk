@@ -1,4 +1,5 @@
 # Shared helpers: config validation, the sample sheet, wildcard constraints, input functions.
+import os
 import re
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ import pandas as pd
 # own, also in a conda env under --use-conda (see envs/voxloc.yaml)
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
+from snakemake.common.configfile import load_configfile
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 from voxloc import config as vconfig
 from voxloc import io as vio
@@ -18,26 +21,59 @@ from voxloc.errors import ConfigError
 from voxloc.physics.cameras import PLANE_COLUMNS
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
-CONFIG_SOURCE = ", ".join(str(f) for f in workflow.configfiles) or "config"
+
+
+def config_layers():
+    """Where `config` came from, as Snakemake merged it (later ones win): the Snakefile's
+    configfile (config/config.yaml, when present), each --configfile, then --config."""
+    settings = workflow.config_settings
+    cli = [Path(f) for f in settings.configfiles]
+    own = [f for f in workflow.configfiles if Path(f).absolute() not in cli]
+    if settings.replace_workflow_config:
+        own = []
+    layers = [(str(f), load_configfile(f)) for f in [*own, *cli]]
+    if settings.config:
+        layers.append(("--config", dict(settings.config)))
+    return layers
+
+
+CONFIG_LAYERS = config_layers()
+CONFIG_SOURCE = ", ".join(name for name, _ in CONFIG_LAYERS) or "config"
+
+
+def config_origin(*path):
+    """The config file (or --config) that set the key at `path`."""
+    return vconfig.origin(CONFIG_LAYERS, path, CONFIG_SOURCE)
+
 
 try:
-    vconfig.validate(config, SCHEMAS / "config.schema.yaml", source=CONFIG_SOURCE)
+    vconfig.validate(
+        config,
+        SCHEMAS / "config.schema.yaml",
+        source=CONFIG_SOURCE,
+        layers=CONFIG_LAYERS,
+    )
     for key in ("train_dataset", "val_dataset"):
         if config["train"][key] not in config["simulation"]["datasets"]:
             raise ConfigError(
-                f"{CONFIG_SOURCE}: train.{key}: {config['train'][key]!r} is not one of "
-                f"simulation.datasets {sorted(config['simulation']['datasets'])}"
+                f"{config_origin('train', key)}: train.{key}: {config['train'][key]!r} is "
+                f"not one of simulation.datasets {sorted(config['simulation']['datasets'])}"
             )
     _density, _speed = config["sweeps"]["density"], config["sweeps"]["speed"]
     if len(_speed["frames"]) != len(_speed["sizes_px"]):
         raise ConfigError(
-            f"{CONFIG_SOURCE}: sweeps.speed.frames: {len(_speed['frames'])} values for "
-            f"{len(_speed['sizes_px'])} sizes_px (give one per size)"
+            f"{config_origin('sweeps', 'speed', 'frames')}: sweeps.speed.frames: "
+            f"{len(_speed['frames'])} values for {len(_speed['sizes_px'])} sizes_px "
+            "(give one per size)"
         )
     if not set(_density["histogram_n_molecules"] or []) <= set(_density["n_molecules"]):
+        _hist = config_origin("sweeps", "density", "histogram_n_molecules")
+        _n = config_origin("sweeps", "density", "n_molecules")
         raise ConfigError(
-            f"{CONFIG_SOURCE}: sweeps.density.histogram_n_molecules: each must be one of "
+            f"{_hist}: sweeps.density.histogram_n_molecules "
+            f"{_density['histogram_n_molecules']}: each must be one of "
             f"sweeps.density.n_molecules {_density['n_molecules']}"
+            + ("" if _n == _hist else f" (set in {_n})")
         )
     samples = vconfig.load_samples(config["samples"], SCHEMAS / "movies.schema.yaml")
 except ConfigError as exc:
@@ -119,15 +155,20 @@ def crlb_physics():
     }
 
 
-def demo_outputs():
-    """Files of the built-in demo data (bead stacks, two movies with ground truth)."""
+def demo_files():
+    """Files of the built-in demo data (bead stacks, two movies with ground truth), by the
+    rule of demo.smk that makes them."""
     cams = [f"camera{k}.tif" for k in range(1, 5)]
-    out = [f"{DEMO_DIR}/beads/{c}" for c in cams] + [f"{DEMO_DIR}/beads/truth.yaml"]
-    out += [f"{DEMO_DIR}/demo1/{c}" for c in cams] + [
-        f"{DEMO_DIR}/demo1/ground_truth.parquet"
-    ]
-    out += [f"{DEMO_DIR}/demo2/movie.tif", f"{DEMO_DIR}/demo2/ground_truth.parquet"]
-    return out
+    return {
+        "demo_beads": [f"{DEMO_DIR}/beads/{c}" for c in cams]
+        + [f"{DEMO_DIR}/beads/truth.yaml"],
+        "demo_movie_per_camera": [f"{DEMO_DIR}/demo1/{c}" for c in cams]
+        + [f"{DEMO_DIR}/demo1/ground_truth.parquet"],
+        "demo_movie_stack": [
+            f"{DEMO_DIR}/demo2/movie.tif",
+            f"{DEMO_DIR}/demo2/ground_truth.parquet",
+        ],
+    }
 
 
 def _sheet(movie, column):
@@ -135,10 +176,65 @@ def _sheet(movie, column):
     return None if pd.isna(value) else value
 
 
+#: sample-sheet columns that name files (see workflow/schemas/movies.schema.yaml)
+SHEET_FILE_COLUMNS = ["path", *PLANE_COLUMNS, "ground_truth"]
+_DEMO_FILES = {
+    os.path.abspath(f): r for r, files in demo_files().items() for f in files
+}
+
+
+def _absent(path):
+    """A file of the sample sheet that is not there and that no rule makes (the demo's)."""
+    return not os.path.exists(path) and os.path.abspath(path) not in _DEMO_FILES
+
+
+def _present(paths):
+    return [p for p in paths if not _absent(p)]
+
+
+def demo_outputs():
+    """Files of the built-in demo data the config uses: those of each demo rule one of
+    whose files the sample sheet or calibration.beads names (config/config.yaml does).
+    """
+    named = [*get_bead_tiffs(None)]
+    named += [_sheet(m, c) for m in MOVIES for c in SHEET_FILE_COLUMNS]
+    used = {_DEMO_FILES.get(os.path.abspath(f)) for f in named if f}
+    return [f for rule, files in demo_files().items() if rule in used for f in files]
+
+
+def _missing_message(movie):
+    """The one line for a sheet row whose files are not there, or None."""
+    absent = [p for c in SHEET_FILE_COLUMNS if (p := _sheet(movie, c)) and _absent(p)]
+    if absent:
+        return f"{config['samples']} row {movie}: {', '.join(absent)}: no such file"
+
+
+#: movie -> the one line naming its sheet files that are not there. The first job of such a
+#: movie (movie_info) fails with this line, the other movies run: the input functions below
+#: leave such files out, so that Snakemake can plan the jobs of every movie.
+MISSING = {m: msg for m in MOVIES if (msg := _missing_message(m))}
+if MISSING and workflow.is_main_process:
+    for _msg in MISSING.values():
+        logger.warning(
+            f"voxloc: warning: {_msg} (this movie's jobs will fail, the others run)"
+        )
+
+
 def movie_tiffs(wildcards):
-    """The TIFF(s) of a movie: one T x 4 x H x W file or the four per-camera files."""
+    """The TIFF(s) of a movie: one T x 4 x H x W file or the four per-camera files (those
+    that are there: see MISSING)."""
     path = _sheet(wildcards.movie, "path")
-    return [path] if path else [_sheet(wildcards.movie, c) for c in PLANE_COLUMNS]
+    paths = [path] if path else [_sheet(wildcards.movie, c) for c in PLANE_COLUMNS]
+    return _present(paths)
+
+
+def movie_info_params(wildcards):
+    """Rule movie_info's camera offset and gain of the movie, and `missing`, the line that
+    fails the job, when files of its sheet row are not there."""
+    params = movie_camera(wildcards)
+    if wildcards.movie in MISSING:
+        params["missing"] = MISSING[wildcards.movie]
+    return params
 
 
 def movie_camera(wildcards):
@@ -149,7 +245,9 @@ def movie_camera(wildcards):
 
 
 def ground_truth(wildcards):
-    return _sheet(wildcards.movie, "ground_truth")
+    """The movie's ground truth (nothing when it is not there: see MISSING)."""
+    path = _sheet(wildcards.movie, "ground_truth")
+    return path if path and not _absent(path) else []
 
 
 def localization_chunks(wildcards):
@@ -183,7 +281,7 @@ def run_products(wildcards):
 
 
 def get_final_output():
-    """Everything the default target builds."""
+    """Everything the default target builds (the demo data where the config uses it)."""
     out = demo_outputs()
     out += [AFFINE, PSF_CALIBRATION]
     out += ["results/calibration/affine_qc.png", "results/calibration/psf_qc.png"]

@@ -1,6 +1,8 @@
 # Evaluation against ground truth (voxloc.evaluation.evaluate, voxloc.physics.crlb, voxloc.evaluation.voxel_metrics):
 # per movie with a ground truth in the sample sheet, the localization-level metrics and the
-# Cramér-Rao bound; on the validation shards, the voxel-level Tables 4-5 of the paper.
+# Cramér-Rao bound; on the validation shards, the voxel-level Tables 4-5 of the paper. Each
+# table is also written as an HTML page (voxloc.evaluation.html_tables), which the report
+# shows on the page; the TSV stays for download.
 
 
 rule evaluate_movie:
@@ -38,6 +40,12 @@ rule evaluation_summary:
             category="4. Evaluation",
             subcategory="Movies",
         ),
+        html=report(
+            "results/evaluation/summary.html",
+            caption="../report/evaluation_summary.rst",
+            category="4. Evaluation",
+            subcategory="Movies",
+        ),
     log:
         "logs/evaluate/summary.log",
     conda:
@@ -57,6 +65,12 @@ rule evaluate_voxels:
     output:
         report(
             "results/evaluation/voxels/{name}.tsv",
+            caption="../report/evaluate_voxels.rst",
+            category="4. Evaluation",
+            subcategory="Voxels (Tables 4-5)",
+        ),
+        html=report(
+            "results/evaluation/voxels/{name}.html",
             caption="../report/evaluate_voxels.rst",
             category="4. Evaluation",
             subcategory="Voxels (Tables 4-5)",

@@ -16,7 +16,7 @@ checkpoint movie_info:
         mem_mb=rule_resource("movie_info", "mem_mb"),
         runtime=rule_resource("movie_info", "runtime"),
     params:
-        camera=movie_camera,
+        row=movie_info_params,  # camera offset, gain; the sheet's files not there
     script:
         "../../scripts/movie_info.py"
 

@@ -1,6 +1,7 @@
 # Density and speed sweeps of the trained model (voxloc.evaluation.sweeps; paper Sect. 4.2, Figs. 7-9):
 # metrics against the number of molecules per simulated frame, and localization speed
-# against the image size, reading a TIFF from disk and writing Parquet.
+# against the image size, reading a TIFF from disk and writing Parquet. The plot rules also
+# write each sweep's table as an HTML page for the report (voxloc.evaluation.html_tables).
 
 
 rule density_sweep:
@@ -50,6 +51,13 @@ rule plot_density_sweep:
             subcategory="Density sweep (Figs. 7-8)",
             labels={"model": "{name}", "figure": "error histograms"},
         ),
+        table=report(
+            "results/evaluation/density/{name}.html",
+            caption="../report/density_table.rst",
+            category="4. Evaluation",
+            subcategory="Density sweep (Figs. 7-8)",
+            labels={"model": "{name}", "figure": "table"},
+        ),
     log:
         "logs/evaluate/density/{name}_plots.log",
     wildcard_constraints:
@@ -98,6 +106,12 @@ rule plot_speed_sweep:
         report(
             "results/evaluation/speed.png",
             caption="../report/speed_sweep.rst",
+            category="4. Evaluation",
+            subcategory="Speed (Fig. 9)",
+        ),
+        table=report(
+            "results/evaluation/speed.html",
+            caption="../report/speed_table.rst",
             category="4. Evaluation",
             subcategory="Speed (Fig. 9)",
         ),

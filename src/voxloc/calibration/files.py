@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from voxloc import __version__
+from voxloc import provenance
 from voxloc.errors import InputError
 from voxloc.io import read_yaml, write_yaml
 from voxloc.physics.cameras import CONVENTION, N_PLANES
@@ -72,7 +72,7 @@ def save_affine(
             "max_residual_nm": round(r.max_residual_nm, 3),
         }
     doc = {
-        "voxloc_version": __version__,
+        **provenance(),
         "kind": "affine registration (Aritake et al. 2020, Sect. 4.1)",
         "convention": CONVENTION,
         "px_size_nm": float(px_size_nm),
@@ -126,7 +126,7 @@ def save_psf(
     with the fit's diagnostics (``counts`` of beads per reason, ``counts["used"]`` fitted),
     the bead stack's files and the affine.yaml used. Returns the document written."""
     doc = {
-        "voxloc_version": __version__,
+        **provenance(),
         "kind": "PSF calibration (Aritake et al. 2020, Eqs. 4-6, Table 2)",
         "psf": {k: float(f"{v:.6g}") for k, v in psf.to_dict().items()},
         "plane_z_nm": [round(z, 2) for z in plane_z_nm],

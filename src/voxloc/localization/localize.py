@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from voxloc.io import atomic_output
 from voxloc.localization.movies import Movie
 from voxloc.localization.resampling import Resampler
-from voxloc.locs import LOC_SCHEMA, empty_locs, encode_metadata, file_sha256, to_arrow
+from voxloc.locs import LOC_SCHEMA, RowGroupWriter, empty_locs, encode_metadata, file_sha256, to_arrow
 from voxloc.voxels import voxel_table
 
 if TYPE_CHECKING:
@@ -315,8 +314,9 @@ def run_chunk(
         resampler = Resampler(list(registrations), movie.camera_shapes)
         meta = locs_metadata(model, model_path, movie, tau=opts.tau)
         schema = LOC_SCHEMA.with_metadata(encode_metadata({**meta, "frame_range": [start, stop]}))
-        # stream each batch's table into the Parquet file: memory does not grow with the chunk
-        with atomic_output(out_path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        # stream each batch's table into the Parquet file, gathered into row groups of ~1 M
+        # rows (RowGroupWriter): memory does not grow with the chunk
+        with atomic_output(out_path) as tmp, RowGroupWriter(tmp, schema) as writer:
             batches = iter_localizations(
                 movie,
                 model,
@@ -328,7 +328,7 @@ def run_chunk(
                 prefetch=opts.prefetch,
             )
             for table in prefetched(batches, opts.prefetch):
-                writer.write_table(to_arrow(table).replace_schema_metadata(schema.metadata))
+                writer.write_table(to_arrow(table))
                 n += len(table)
     return n
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from voxloc import __version__
+from voxloc import provenance
 from voxloc.io import atomic_output, to_builtin
 from voxloc.network.normalise import normalise
 from voxloc.types import FloatArray, IntArray
@@ -299,15 +299,13 @@ def save_checkpoint(path: str | Path, net: nn.Module, meta: Mapping[str, Any], *
     """Write ``{"state_dict", "meta", **state}`` atomically (temp file, then rename).
 
     ``meta`` must hold ``arch``, ``grid`` (px_size_nm, plane_z_nm, z_range_nm), ``psf``,
-    ``normalisation`` and ``train`` (the training config); ``voxloc_version`` and
+    ``normalisation`` and ``train`` (the training config); ``voxloc_version``, ``voxloc_source`` and
     ``torch_version`` are added. ``state`` carries resumable training state (optimizer,
     epoch, ...) as tensors or builtin types.
     """
     raw = net.module if hasattr(net, "module") else net
     weights = {k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
-    meta = to_builtin(
-        {**meta, "voxloc_version": __version__, "torch_version": str(torch.__version__)}, finite=True
-    )
+    meta = to_builtin({**meta, **provenance(), "torch_version": str(torch.__version__)}, finite=True)
     with atomic_output(path) as tmp:
         torch.save({"format": "voxloc-model/1", "state_dict": weights, "meta": meta, **state}, tmp)
 

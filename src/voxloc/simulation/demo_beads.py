@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from voxloc import __version__
+from voxloc import provenance
 from voxloc.io import write_tiff, write_yaml
 from voxloc.physics.cameras import N_PLANES
 from voxloc.simulation.demo import DemoMicroscope, demo_rng, render_cameras
@@ -164,7 +164,7 @@ def make_bead_stacks(
         for i, j, value in pixels:
             stack[:, k, i, j] = value
     truth = {
-        "voxloc_version": __version__,
+        **provenance(),
         "px_size_nm": microscope.physics.px_size_nm,
         "frame_size": [microscope.height, microscope.width],
         "registration_convention": "T_k maps camera-k pixel coords (x=col+0.5, y=row+0.5) to camera 1",
