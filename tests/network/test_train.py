@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 
-import h5py
 import numpy as np
 import pytest
 
@@ -233,21 +232,6 @@ def test_a_complete_checkpoint_of_the_same_run_says_there_is_nothing_to_train(
     assert f"delete {ckpt} to retrain" in caplog.text
 
 
-def corrupt_middle(path) -> list[int]:
-    """Overwrite 4 KiB in the middle of a shard, all inside the frames' compressed chunks;
-    returns the frames hit (as tests/simulation/test_shards.py does)."""
-    size = path.stat().st_size
-    with h5py.File(path) as h5:
-        ds = h5["frames"]
-        chunks = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
-    start, stop = size // 2 - 2048, size // 2 + 2048
-    assert min(c.byte_offset for c in chunks) <= start and stop <= max(c.byte_offset + c.size for c in chunks)
-    with open(path, "r+b") as fh:
-        fh.seek(start)
-        fh.write(np.random.default_rng(0).bytes(stop - start))
-    return [c.chunk_offset[0] for c in chunks if c.byte_offset < stop and start < c.byte_offset + c.size]
-
-
 def _assert_names_the_damaged_shard(exc: InputError, path) -> None:
     msg = str(exc)
     assert msg.startswith(f"{path}: unreadable (") and msg.endswith("; delete it and rerun"), msg
@@ -255,7 +239,7 @@ def _assert_names_the_damaged_shard(exc: InputError, path) -> None:
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_a_damaged_shard_stops_training_with_one_line_naming_it(shards, tmp_path, workers):
+def test_a_damaged_shard_stops_training_with_one_line_naming_it(shards, tmp_path, workers, corrupt_middle):
     bad = tmp_path / "shard-0001.h5"
     simulate_shard(bad, 40, shards["settings"], seed=7, dataset="train", index=5)
     assert corrupt_middle(bad)
@@ -268,7 +252,9 @@ def test_a_damaged_shard_stops_training_with_one_line_naming_it(shards, tmp_path
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_a_shard_damaged_after_a_finished_training_is_not_resumed_past(shards, tmp_path, caplog):
+def test_a_shard_damaged_after_a_finished_training_is_not_resumed_past(
+    shards, tmp_path, caplog, corrupt_middle
+):
     """The finished checkpoint was made from the shard before the damage: not resumed from,
     so the rerun reads the shard and names it, instead of rewriting the old model."""
     shard = tmp_path / "shard-0001.h5"

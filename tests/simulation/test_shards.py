@@ -261,23 +261,7 @@ def test_hdf5_without_datasets_raises_input_error(tmp_path):
     assert_one_line_naming(info.value, path)
 
 
-def corrupt_middle(path) -> list[int]:
-    """Overwrite 4 KiB in the middle of a shard, all inside the frames' compressed chunks (as
-    a disk or copy error might); returns the frames whose chunks were hit."""
-    size = path.stat().st_size
-    with h5py.File(path) as h5:
-        ds = h5["frames"]
-        chunks = [ds.id.get_chunk_info(i) for i in range(ds.id.get_num_chunks())]
-    start, stop = size // 2 - 2048, size // 2 + 2048
-    assert min(c.byte_offset for c in chunks) <= start and stop <= max(c.byte_offset + c.size for c in chunks)
-    hit = [c.chunk_offset[0] for c in chunks if c.byte_offset < stop and start < c.byte_offset + c.size]
-    with open(path, "r+b") as fh:
-        fh.seek(start)
-        fh.write(np.random.default_rng(0).bytes(stop - start))
-    return hit
-
-
-def test_corrupt_frames_raise_one_line_naming_the_shard(tmp_path):
+def test_corrupt_frames_raise_one_line_naming_the_shard(tmp_path, corrupt_middle):
     path = tmp_path / "shard-0001.h5"
     make(path, n=300)
     hit = corrupt_middle(path)
