@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import multiprocessing
 import os
 import shutil
 import signal
@@ -250,6 +251,8 @@ def test_a_damaged_shard_stops_training_with_one_line_naming_it(shards, tmp_path
         )
     _assert_names_the_damaged_shard(info.value, bad)
     assert not (tmp_path / "model.pt").exists()
+    # its workers are gone (they ignore SIGTERM: a live one would hang the interpreter's exit)
+    assert not multiprocessing.active_children()
 
 
 def test_a_shard_damaged_after_a_finished_training_is_not_resumed_past(

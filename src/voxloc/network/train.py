@@ -158,14 +158,23 @@ def _one_line(exc: VoxlocError) -> VoxlocError:
 
 
 def _batches(loader: Iterable) -> Iterator:
-    """The loader's batches; a shard's read error stays one line naming the shard."""
+    """The loader's batches; a shard's read error stays one line naming the shard.
+
+    The workers are shut down however the iteration ends: after an error the traceback
+    keeps the loader's iterator alive, and its workers ignore SIGTERM (:func:`_worker_init`),
+    so multiprocessing's exit handler would wait for them for ever."""
+    it = iter(loader)
     try:
-        yield from loader
+        yield from it
     except VoxlocError as exc:
         one = _one_line(exc)
         if one is exc:
             raise
         raise one from None
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if shutdown is not None:
+            shutdown()
 
 
 def train_step(
