@@ -9,7 +9,15 @@ import re
 import sys
 from collections.abc import Iterator
 
-__all__ = ["VoxlocError", "ConfigError", "InputError", "os_problem", "user_message", "exit_on_error"]
+__all__ = [
+    "VoxlocError",
+    "ConfigError",
+    "InputError",
+    "os_problem",
+    "user_message",
+    "tell_user",
+    "exit_on_error",
+]
 
 
 class VoxlocError(Exception):
@@ -59,6 +67,14 @@ def user_message(exc: BaseException) -> str | None:
     return None
 
 
+def tell_user(message: str, logger: str = "voxloc") -> None:
+    """A one-line problem for the user: into the rule log (``logger``, error level) and, as
+    ``voxloc: <message>``, on the console (``sys.__stderr__``, the process's real stderr,
+    which the scripts keep when they point ``sys.stderr`` at their log)."""
+    logging.getLogger(logger).error("%s", message)
+    print(f"voxloc: {message}", file=sys.__stderr__, flush=True)
+
+
 @contextlib.contextmanager
 def exit_on_error(logger: str = "voxloc") -> Iterator[None]:
     """For the workflow's scripts: a :class:`VoxlocError`, or a permission or disk-full
@@ -76,6 +92,5 @@ def exit_on_error(logger: str = "voxloc") -> Iterator[None]:
         message = user_message(exc)
         if message is None:
             raise
-        logging.getLogger(logger).error("%s", message)
-        print(f"voxloc: {message}", file=sys.__stderr__, flush=True)
+        tell_user(message, logger)
         raise SystemExit(1) from None

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import voxloc
-from voxloc.errors import user_message
+from voxloc.errors import tell_user, user_message
 
 __all__ = [
     "LOG_FORMAT",
@@ -170,8 +170,7 @@ def _excepthook(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
     if message is None:
         logging.getLogger("voxloc").critical("uncaught exception", exc_info=(kind, exc, tb))
         return
-    logging.getLogger("voxloc").error("%s", message)
-    print(f"voxloc: {message}", file=sys.__stderr__, flush=True)
+    tell_user(message)
 
 
 # ------------------------------------------------------------------- SIGTERM
@@ -220,8 +219,7 @@ def check_library(workflow_dir: str | Path) -> None:
             f"{actual}: the rule script imported voxloc from here, not from the workflow's own "
             f"{expected} (put the workflow's src/ first on sys.path, as the scripts' first lines do)"
         )
-        logging.getLogger("voxloc").error("%s", message)
-        print(f"voxloc: {message}", file=sys.__stderr__, flush=True)
+        tell_user(message)
         raise SystemExit(1)
 
 
