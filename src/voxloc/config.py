@@ -1,5 +1,7 @@
-"""Configuration: JSON-schema validation with one-line errors, the sample sheet, and the
-translation of config sections into library objects (simulation settings)."""
+"""Configuration: JSON-schema validation with one-line errors (naming the config layer that
+set the key), the sample sheet, and the frame chunks of a movie. The workflow imports this
+module at parse time: it imports no stage (:mod:`voxloc.simulation.settings` turns config
+sections into simulation settings)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,13 @@ import copy
 import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jsonschema
 import pandas as pd
 import yaml
 
 from voxloc.errors import ConfigError
-
-if TYPE_CHECKING:  # the workflow imports this module at parse time: keep it light
-    pass
 
 __all__ = ["load_schema", "validate", "origin", "load_config", "load_samples", "chunk_ranges"]
 
