@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voxloc.physics.noise import NoiseModel, adu_per_photon
+from voxloc.physics.noise import NoiseModel, signal_gain
 from voxloc.physics.psf import TABLE2, PSFParams, render_planes
 from voxloc.types import FloatArray
 
@@ -56,7 +56,7 @@ class Microscope:
     def adu_per_photon(self) -> float:
         """Mean recorded units above the baseline per photon: ADU/photon for the ``physical``
         noise model, 1 for the others (which record photons)."""
-        return adu_per_photon(self.noise) if self.noise.kind == "physical" else 1.0
+        return signal_gain(self.noise)
 
     def render(
         self,

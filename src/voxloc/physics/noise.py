@@ -33,6 +33,7 @@ __all__ = [
     "noise_variance",
     "poisson_constant",
     "adu_per_photon",
+    "signal_gain",
     "adu_to_photons",
     "to_photons",
 ]
@@ -67,6 +68,12 @@ class NoiseModel:
 def adu_per_photon(model: NoiseModel) -> float:
     """Conversion factor of the ``physical`` model: mean ADU above baseline per photon."""
     return model.em_gain / model.sensitivity_e_per_adu
+
+
+def signal_gain(model: NoiseModel) -> float:
+    """Recorded units per photon of signal: :func:`adu_per_photon` for the ``physical`` model,
+    1 for the others (which record photons)."""
+    return adu_per_photon(model) if model.kind == "physical" else 1.0
 
 
 _GUIDE_BITS = 12

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import spline_filter
 
-from voxloc.physics.noise import NoiseModel, adu_per_photon, noise_variance
+from voxloc.physics.noise import NoiseModel, noise_variance, signal_gain
 from voxloc.types import FloatArray, IntArray
 
 __all__ = [
@@ -302,7 +302,7 @@ def fisher_information_spline(
     I_ij = Σ g² ∂μ/∂θi ∂μ/∂θj / Var(y). ``drift_nm`` (P, 2) or (N, P, 2); scalars give (3, 3)."""
     if noise.kind == "none":
         raise ValueError("the CRLB is undefined without noise (noise kind 'none')")
-    gain = adu_per_photon(noise) if noise.kind == "physical" else 1.0
+    gain = signal_gain(noise)
     scalar = all(np.ndim(v) == 0 for v in (x_nm, y_nm, z_nm, photons))
     x, y, z, ph = (
         np.atleast_1d(v).astype(np.float64).ravel() for v in np.broadcast_arrays(x_nm, y_nm, z_nm, photons)
