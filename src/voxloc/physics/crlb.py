@@ -1,8 +1,11 @@
 """Cramér-Rao lower bound of (x, y, z) for one molecule of the quad-plane PSF.
 
 The expected image μ of one molecule (Eqs. 4-7) of a :class:`voxloc.physics.microscope.Microscope`
-(PSF, focal planes, pixel, noise) is rendered by :func:`voxloc.physics.psf.render_planes`
-on a square pixel window around it in each of the P planes; its derivatives ∂μ/∂θ,
+(PSF, focal planes, pixel, transmission, noise) is rendered by
+:meth:`~voxloc.physics.microscope.Microscope.render` on a square pixel window around it in
+each of the P planes. For a spline PSF the derivatives are the spline's analytic ones
+(:func:`voxloc.physics.spline.fisher_information_spline`, same formula below); for the
+Gaussian its derivatives ∂μ/∂θ,
 θ = (x, y, z), are central finite differences with step ``step_nm`` (0.1 nm by default:
 the truncation error is O((h/r)^2) < 1e-6 relative for r >= 100 nm and, in float64, the
 rounding error is ~1e-16 μ / h, negligible). The Fisher information is summed over planes
@@ -20,7 +23,7 @@ non-Gaussian Poisson(λ) term as Gaussian of the same variance is the approximat
 gain > 1 doubles the shot-noise variance (high-gain excess-noise factor 2). Without noise
 (kind ``none``) the bound is undefined and a :class:`ValueError` is raised.
 
-The bound is for a known PSF, known drift and known weight (only x, y, z are estimated).
+The bound is for a known PSF, known drift and known photon count (only x, y, z are estimated).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import pandas as pd
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import noise_variance
 from voxloc.physics.psf import defocus_width_nm
+from voxloc.physics.spline import SplinePSF, fisher_information_spline
 from voxloc.types import FloatArray
 
 __all__ = ["fisher_information", "crlb", "crlb_table", "crlb_ratio", "auto_window_px"]
@@ -41,9 +45,12 @@ _AXES = ("x", "y", "z")
 
 
 def auto_window_px(microscope: Microscope, z_nm: FloatArray | float, *, n_sigma: float = 4.0) -> int:
-    """Odd window side (pixels) covering ±``n_sigma`` r of the widest spot over all planes."""
+    """Odd window side (pixels) covering ±``n_sigma`` r of the widest spot over all planes
+    (a spline PSF: its whole window)."""
     z = np.atleast_1d(np.asarray(z_nm, dtype=np.float64))
     psf = microscope.psf
+    if isinstance(psf, SplinePSF):
+        return 2 * psf.half_px + 1
     r = defocus_width_nm(
         np.asarray(microscope.plane_z_nm, dtype=np.float64)[None, :] - z[:, None],
         r0_nm=psf.r0_nm,
@@ -67,7 +74,7 @@ def fisher_information(
     x_nm: FloatArray | float,
     y_nm: FloatArray | float,
     z_nm: FloatArray | float,
-    weight: FloatArray | float = 1.0,
+    photons: FloatArray | float,
     *,
     window_px: int | None = None,
     drift_nm: FloatArray | None = None,
@@ -76,20 +83,26 @@ def fisher_information(
 ) -> FloatArray:
     """Fisher information (N, 3, 3) of θ = (x, y, z) in nm⁻² for N molecules (module doc).
 
-    The image is that of ``microscope`` (PSF, planes, pixel, noise, pixel sampling).
+    The image is that of ``microscope`` (PSF, planes, pixel, transmission, noise, pixel
+    sampling) for molecules of ``photons`` detected photons (summed over the planes).
     Positions are in nm in the frame of plane 1; ``drift_nm`` (P, 2) or (N, P, 2) is the
     lateral drift Δk of Eq. 7 (plane k sees the molecule at (x, y) + Δk). ``window_px`` is
     the side of the square window rendered per plane (default: :func:`auto_window_px`, ±4 r
     of the widest spot); the window is centred on the pixel holding the molecule, so edge
     effects of the camera are ignored. Scalars in, (3, 3) out.
     """
+    if isinstance(microscope.psf, SplinePSF):
+        half = None if window_px is None else window_px // 2
+        return fisher_information_spline(
+            microscope.psf, microscope.noise, x_nm, y_nm, z_nm, photons, drift_nm=drift_nm, half_px=half
+        )
     gain = _signal_gain(microscope)
     noise = microscope.noise
-    scalar = all(np.ndim(v) == 0 for v in (x_nm, y_nm, z_nm, weight)) and (
+    scalar = all(np.ndim(v) == 0 for v in (x_nm, y_nm, z_nm, photons)) and (
         drift_nm is None or np.ndim(drift_nm) < 3
     )
     x, y, z, w = np.broadcast_arrays(
-        *(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x_nm, y_nm, z_nm, weight))
+        *(np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x_nm, y_nm, z_nm, photons))
     )
     n = x.size
     x, y, z, w = (v.reshape(n) for v in (x, y, z, w))
@@ -146,7 +159,7 @@ def crlb(
     x_nm: FloatArray | float,
     y_nm: FloatArray | float,
     z_nm: FloatArray | float,
-    weight: FloatArray | float = 1.0,
+    photons: FloatArray | float,
     **kwargs,
 ) -> FloatArray:
     """CRLB variances (N, 3) in nm² of (x, y, z): diag(I⁻¹) of :func:`fisher_information`.
@@ -154,7 +167,7 @@ def crlb(
     Keyword arguments as for :func:`fisher_information`. An axis that the data cannot
     identify (e.g. z of a molecule exactly in focus of a single plane) gets ``inf``.
     """
-    info = fisher_information(microscope, x_nm, y_nm, z_nm, weight, **kwargs)
+    info = fisher_information(microscope, x_nm, y_nm, z_nm, photons, **kwargs)
     return _diag_inverse(info.reshape(-1, 3, 3))
 
 
@@ -166,7 +179,7 @@ def crlb_table(
     frame_offset: int = 0,
     **kwargs,
 ) -> pd.DataFrame:
-    """Ground truth (frame, x_nm, y_nm, z_nm[, weight]) + crlb_x_nm, crlb_y_nm, crlb_z_nm
+    """Ground truth (frame, x_nm, y_nm, z_nm, photons) + crlb_x_nm, crlb_y_nm, crlb_z_nm
     for ``microscope``.
 
     The added columns are standard deviations (sqrt of the CRLB variances, nm). ``drift_nm``
@@ -174,7 +187,9 @@ def crlb_table(
     all frames, or None for no drift. Returns a copy.
     """
     out = truth.copy()
-    weight = truth["weight"].to_numpy(np.float64) if "weight" in truth else 1.0
+    if "photons" not in truth:
+        raise KeyError("the CRLB needs the true molecules' photons (column 'photons')")
+    photons = truth["photons"].to_numpy(np.float64)
     drift = None
     if drift_nm is not None:
         drift = np.asarray(drift_nm, dtype=np.float64)
@@ -185,7 +200,7 @@ def crlb_table(
         truth["x_nm"].to_numpy(np.float64),
         truth["y_nm"].to_numpy(np.float64),
         truth["z_nm"].to_numpy(np.float64),
-        weight,
+        photons,
         drift_nm=drift,
         **kwargs,
     )

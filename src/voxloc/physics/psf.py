@@ -29,6 +29,7 @@ __all__ = [
     "peak_amplitude",
     "gaussian_spot",
     "psf_value",
+    "photons_per_plane",
     "render_planes",
 ]
 
@@ -150,35 +151,53 @@ def _profile(
     return (hi - lo) * (width_nm * math.sqrt(math.pi / 2.0) / px_size_nm)
 
 
+def photons_per_plane(weight: FloatArray | float, params: PSFParams, px_size_nm: float) -> FloatArray:
+    """Photons a molecule of weight w puts into one plane under Eqs. 4 and 6: w a' / s².
+
+    The Gaussian w a(x) exp(...) of Eq. 4 integrates to w a' over the plane (nm²); a camera
+    pixel of side s samples it once, so the photons summed over the pixels are w a' / s²,
+    whatever the defocus. This is how the paper's weights translate into the photon counts
+    the simulation takes (``simulation.photons``: total over the P planes = P w a' / s²).
+    """
+    return np.asarray(weight, dtype=np.float64) * params.a_prime / (px_size_nm * px_size_nm)
+
+
 def render_planes(
     xy_nm: FloatArray,
     z_nm: FloatArray,
-    weight: FloatArray,
+    photons: FloatArray,
     params: PSFParams,
     plane_z_nm: FloatArray,
     shape: tuple[int, int],
     px_size_nm: float,
     *,
+    transmission: FloatArray | None = None,
     integrate: bool = False,
     dtype: type = np.float32,
 ) -> FloatArray:
-    """Expected image Σ_m w_m f(x_ijk, z_m) + b of Eqs. 3-4 for a batch of frames.
+    """Expected image Σ_m N_m t_k g(x_ijk, z_m) + b of Eqs. 3-4 for a batch of frames.
 
     ``xy_nm`` (..., M, P, 2) is the lateral position (x, y) at which each of the P planes
     sees each molecule, i.e. the true position plus that plane's drift Δk (Eq. 7) or
-    registration offset; ``z_nm`` and ``weight`` are (..., M). Molecules with weight 0 are
-    padding. Returns (..., P, H, W). The Gaussian is separable, so each frame is one batched
-    matrix product (P, H, M) @ (P, M, W): fast enough to simulate thousands of frames/s.
+    registration offset; ``z_nm`` and ``photons`` are (..., M): N_m, the molecule's detected
+    photons summed over the planes (0 = padding). Plane k receives the share t_k of them
+    (``transmission`` (P,), sum 1; default 1/P each) spread as the Gaussian of Eq. 4 with
+    the width r of Eq. 5: peak N t_k s² / (2 π r²), i.e. Eq. 6 with w a' = N t_k s² (see
+    :func:`photons_per_plane`); ``params.a_prime`` is not used. Returns (..., P, H, W). The
+    Gaussian is separable, so each frame is one batched matrix product (P, H, M) @ (P, M, W):
+    fast enough to simulate thousands of frames/s.
     """
     xy_nm = np.asarray(xy_nm, dtype=np.float64)
     z_nm = np.asarray(z_nm, dtype=np.float64)
-    weight = np.asarray(weight, dtype=np.float64)
+    photons = np.asarray(photons, dtype=np.float64)
     plane_z = np.asarray(plane_z_nm, dtype=np.float64)
+    n_planes = plane_z.size
+    t = np.full(n_planes, 1.0 / n_planes) if transmission is None else np.asarray(transmission, np.float64)
     height, width = shape
     r = defocus_width_nm(
         plane_z - z_nm[..., None], r0_nm=params.r0_nm, D_nm=params.D_nm, A=params.A, B=params.B
     )  # (..., M, P)
-    amp = (weight[..., None] * peak_amplitude(r, params.a_prime)).astype(dtype)  # (..., M, P)
+    amp = (photons[..., None] * t * (px_size_nm * px_size_nm) / (2.0 * math.pi * r * r)).astype(dtype)
     # the 1-D profiles in the output precision: positions relative to the pixel grid are
     # small numbers, so float32 keeps ~1e-4 nm of accuracy
     xc = ((np.arange(width) + 0.5) * px_size_nm).astype(dtype)

@@ -19,7 +19,9 @@ mode="mirror")``. It is the same function space as the 64-coefficient tricubic f
 al. (piecewise tricubic, C² instead of C¹), chosen because it is separable: one image costs
 a z contraction (one BLAS matrix product for all molecules) and two 4-tap lateral
 contractions, and the analytic derivatives d/dx, d/dy, d/dz only swap one axis' basis for its
-derivative.
+derivative. Whole frames (:func:`render_spline_planes`, training simulation) go through a
+low-rank form of the same spline and sparse tile sums instead of a per-pixel scatter
+(:mod:`voxloc.physics._spline_render`).
 
 Normalisation (``normalisation = "per_z"``): at every z node, the sum of g_k over the
 (2R+1)² grid samples is 1, i.e. the PSF is normalised to 1 photon within the window at each
@@ -36,8 +38,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import spline_filter
 
+from voxloc.physics._spline_render import low_rank_tables, render_low_rank
 from voxloc.physics.noise import NoiseModel, noise_variance, signal_gain
 from voxloc.types import FloatArray, IntArray
+
+#: error bound of the float32 renderer per photon, relative to each plane's largest coefficient
+RENDER_TOL = 1e-4
 
 __all__ = [
     "SplinePSF",
@@ -68,6 +74,7 @@ class SplinePSF:
     lateral_step_px: float = 1.0
     _cmat: FloatArray = field(init=False, repr=False)
     _cmat32: FloatArray = field(init=False, repr=False)
+    _render: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         c = np.ascontiguousarray(self.coeffs, dtype=np.float64)
@@ -83,6 +90,7 @@ class SplinePSF:
         cm = (c * t[:, None, None, None]).transpose(1, 0, 2, 3).reshape(c.shape[1], -1)
         object.__setattr__(self, "_cmat", np.ascontiguousarray(cm))
         object.__setattr__(self, "_cmat32", np.ascontiguousarray(cm, dtype=np.float32))
+        object.__setattr__(self, "_render", {})  # render tables per (half_px, exact)
 
     @classmethod
     def from_samples(
@@ -96,9 +104,12 @@ class SplinePSF:
         plane_z_nm: tuple[float, ...] = (),
         n_beads: int = 0,
         normalise: bool = True,
+        normalisation: str = "per_z",
     ) -> SplinePSF:
         """The spline through samples (P, Nz, L, L) at the grid nodes (pixel-integrated PSF,
-        node (L // 2, L // 2) = molecule at the pixel centre); ``normalise``: per-z sum 1."""
+        node (L // 2, L // 2) = molecule at the pixel centre); ``normalise``: per-z sum 1;
+        ``normalisation``: the label stored with the model (e.g. "total" for samples that
+        a caller normalised to the light in the whole image plane)."""
         s = np.asarray(samples, dtype=np.float64)
         if s.ndim != 4 or s.shape[2] != s.shape[3] or s.shape[2] % 2 == 0:
             raise ValueError(f"samples must be (P, Nz, L, L) with L odd; got {s.shape}")
@@ -109,7 +120,7 @@ class SplinePSF:
         p = s.shape[0]
         t = np.full(p, 1.0 / p) if transmission is None else np.asarray(transmission, dtype=np.float64)
         return cls(coeffs, float(z0_nm), float(z_step_nm), float(px_size_nm), t / t.sum(),
-                   tuple(plane_z_nm), int(n_beads))  # fmt: skip
+                   tuple(plane_z_nm), int(n_beads), str(normalisation))  # fmt: skip
 
     @property
     def n_planes(self) -> int:
@@ -252,38 +263,42 @@ def render_spline_planes(
     """Expected image Σ_m N_m t_k g_k of molecules, the spline counterpart of
     :func:`voxloc.physics.psf.render_planes`: ``xy_nm`` (..., M, P, 2) where plane k sees
     each molecule (drift / registration included), ``z_nm`` and ``photons`` (..., M) (total
-    detected photons; 0 = padding). Returns (..., P, H, W); no background."""
+    detected photons; 0 = padding). Returns (..., P, H, W); no background.
+
+    The windows of :func:`spline_windows` summed by a low-rank form of the spline
+    (:mod:`voxloc.physics._spline_render`): exact in float64; in float32 every pixel is within
+    ``RENDER_TOL`` x N x the plane's largest coefficient (about its peak)."""
     xy_nm = np.asarray(xy_nm, dtype=np.float64)
     lead = xy_nm.shape[:-3]
     m_count, p = xy_nm.shape[-3], xy_nm.shape[-2]
     if p != psf.n_planes:
         raise ValueError(f"the spline PSF has {psf.n_planes} planes; got positions for {p}")
-    height, width = shape
+    h = psf.half_px if half_px is None else int(half_px)
+    if not 0 <= h <= psf.half_px:
+        raise ValueError(f"half_px must be in 0..{psf.half_px}; got {h}")
+    exact = np.dtype(dtype) == np.float64
+    work = np.float64 if exact else np.float32
     n_frames = int(np.prod(lead, dtype=np.int64))
-    xy = xy_nm.reshape(n_frames * m_count, p, 2)
+    if n_frames == 0 or m_count == 0:
+        return np.zeros(lead + (p, *shape), dtype=dtype)
     z = np.broadcast_to(np.asarray(z_nm, dtype=np.float64), lead + (m_count,)).reshape(-1)
     ph = np.broadcast_to(np.asarray(photons, dtype=np.float64), lead + (m_count,)).reshape(-1)
-    frame = np.repeat(np.arange(n_frames), m_count)
-    keep = ph != 0
-    xy, z, ph, frame = xy[keep], z[keep], ph[keep], frame[keep]
-    origin, values, _ = spline_windows(
-        psf, xy[..., 0] / psf.px_size_nm, xy[..., 1] / psf.px_size_nm, z, half_px=half_px, dtype=dtype
-    )
-    values *= ph.astype(dtype)[:, None, None, None]
-    n = values.shape[-1]
-    ar = np.arange(n)
-    cols = origin[..., 0, None] + ar  # (N, P, n)
-    rows = origin[..., 1, None] + ar
-    ok = (
-        (cols[:, :, None, :] >= 0)
-        & (cols[:, :, None, :] < width)
-        & (rows[..., None] >= 0)
-        & (rows[..., None] < height)
-    )
-    base = (frame[:, None] * p + np.arange(p)) * (height * width)  # (N, P)
-    idx = base[..., None, None] + rows[..., None] * width + cols[:, :, None, :]
-    flat = np.bincount(idx[ok], weights=values[ok], minlength=n_frames * p * height * width)
-    return flat.astype(dtype, copy=False).reshape(lead + (p, height, width))
+    keep = ph != 0  # padding may hold any position: park it at the origin
+    xy = np.where(keep[:, None, None], xy_nm.reshape(-1, p, 2), 0.0) / psf.px_size_nm
+    z = np.where(keep, z, psf.z0_nm)
+    # as in spline_windows: pixel c = ceil(pos - 0.5) holds the molecule, offset c + 0.5 - pos
+    cx, cy = np.ceil(xy[..., 0] - 0.5), np.ceil(xy[..., 1] - 0.5)
+    wx = bspline_weights(cx + 0.5 - xy[..., 0])[0].astype(work)
+    wy = bspline_weights(cy + 0.5 - xy[..., 1])[0].astype(work)
+    nz, wz, _ = _z_weights(psf, z, np.float64)
+    tables = psf._render.get((h, exact))
+    if tables is None:
+        c = psf.coeffs * psf.transmission[:, None, None, None]
+        tables = low_rank_tables(c, h, 0.0 if exact else RENDER_TOL, work)
+        psf._render[(h, exact)] = tables
+    ox, oy = (cx - h).astype(np.int64), (cy - h).astype(np.int64)
+    out = render_low_rank(tables, wx, wy, ox, oy, nz, (wz * ph[:, None]).astype(work), shape, n_frames)
+    return out.astype(dtype, copy=False).reshape(lead + (p, *shape))
 
 
 def fisher_information_spline(
