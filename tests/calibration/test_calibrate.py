@@ -1,11 +1,13 @@
 """Bead calibration (voxloc.calibration: beads, registration, psf_fit, calibrate, files,
 options) against the demo microscope's truth.
 
-Small bead stacks of the demo "true microscope" (a known PSF, plane positions, mirrored and
-misregistered cameras, saturated beads, close pairs, hot pixels and a sloped background)
-are generated in a temporary directory; the calibration must recover the truth to the
-issue's accuracy: affine residual < 10 nm over the field, r0 and D within 2 %, plane
-positions within 10 nm, the defocus curve within 3 % where the beads are above background.
+Small bead stacks of the demo "true microscope" (a known PSF, plane positions, unequal
+camera transmission, mirrored and misregistered cameras, saturated beads, close pairs, hot
+pixels and a sloped background) are generated in a temporary directory; the calibration must
+recover the truth to the issue's accuracy: affine residual < 10 nm over the field, r0 and D
+within 2 %, plane positions within 10 nm, the defocus curve within 3 % where the beads are
+above background, the cameras' photometry (transmission) within 3 %. The demo's true PSF is
+its Gaussian (``psf_model: gaussian``): the Table 2 form the Gaussian fit must recover.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tifffile
 import yaml
 
 from voxloc.calibration import beads, calibrate, files, psf_fit, spots
-from voxloc.calibration.options import BeadOptions, CalibrationOptions
+from voxloc.calibration.options import BeadOptions, CalibrationOptions, SplineOptions
 from voxloc.config import load_config, load_schema
 from voxloc.errors import InputError
 from voxloc.io import write_tiff
@@ -35,20 +37,28 @@ from voxloc.simulation import demo, demo_beads
 
 ROOT = Path(__file__).resolve().parents[2]
 PX = 192.0
-CALIB = CalibrationOptions(bead_weight=22.5, flip=("auto", "auto", "auto"), min_beads=4)
+CALIB = CalibrationOptions(flip=("auto", "auto", "auto"), min_beads=4)
+SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def demo_cfg() -> dict:
-    return load_config(ROOT / "config" / "config.yaml")["demo"]
+    cfg = load_config(ROOT / "config" / "config.yaml")["demo"]
+    cfg["microscope"]["psf_model"] = "gaussian"
+    return cfg
 
 
-def make_stack(demo_cfg: dict, seed: int = 7, size: int = 64, **bead_overrides):
+def make_stack(demo_cfg: dict, seed: int = 7, size: int = SIZE, **bead_overrides):
     """A bead stack (Z, 4, H, W) uint16 and its truth from the demo microscope."""
     cfg = copy.deepcopy(demo_cfg)
     cfg["frame_size"] = [size, size]
     cfg["beads"].update(
-        n_beads=16, n_saturated=1, n_close_pairs=1, n_hot_pixels=3, z_start_nm=-1000.0, z_step_nm=50.0
+        n_beads=16,
+        n_saturated=1,
+        n_close_pairs=1,
+        n_hot_pixels=3,
+        z_start_nm=-1000.0,
+        z_step_nm=50.0,
     )
     cfg["beads"].update(bead_overrides)
     mic = demo.DemoMicroscope.from_config(cfg, PX)
@@ -106,8 +116,9 @@ def schema_section(*keys: str) -> dict:
 @pytest.mark.parametrize(
     ("cls", "keys", "not_options"),
     [
-        (CalibrationOptions, ("calibration",), {"beads"}),
+        (CalibrationOptions, ("calibration",), {"beads", "spline"}),
         (BeadOptions, ("calibration", "beads"), {"path", "plane1", "plane2", "plane3", "plane4"}),
+        (SplineOptions, ("calibration", "spline"), set()),
     ],
 )
 def test_option_defaults_are_the_schemas(cls, keys, not_options):
@@ -131,6 +142,7 @@ def test_options_from_the_validated_config():
     cfg = load_config(ROOT / "config" / "config.yaml")["calibration"]
     opts = CalibrationOptions.from_config(cfg)
     assert opts.flip == ("auto", "auto", "auto") and opts.min_beads == cfg["min_beads"]
+    assert not hasattr(opts, "bead_weight")  # brightness is in photons: no bead weight
     bead = BeadOptions.from_config(cfg["beads"])
     assert (bead.offset_adu, bead.adu_per_photon, bead.n_slices) == (100.0, 4.0, 65)
     assert BeadOptions.from_config({"offset_adu": 0, "adu_per_photon": 1, "z_step_nm": 10}).n_slices is None
@@ -228,7 +240,7 @@ def test_beads_detected_and_localized(run):
         d = np.hypot(*(cam.mean_xy_px()[:, None] - seen[None]).transpose(2, 0, 1))
         singles = [i for i, t in enumerate(nearest) if t not in paired and t not in b["saturated"]]
         # every single bead is found, localized to a few nm, round (a close pair is not)
-        assert set(nearest[singles]) == set(range(len(b["weight"]))) - paired - set(b["saturated"])
+        assert set(nearest[singles]) == set(range(len(b["photons"]))) - paired - set(b["saturated"])
         assert np.max(d[singles, nearest[singles]]) * PX < 5.0
         assert np.all(cam.elongation[singles] < beads.ELONGATION_MAX)
         pair_rows = [i for i, t in enumerate(nearest) if t in paired]
@@ -245,7 +257,7 @@ def test_affine_recovers_known_transform(run):
     truth, doc = run["truth"], run["affine"]
     mats = files.load_affine(run["files"]["affine.yaml"])
     np.testing.assert_allclose(mats[0], np.eye(3))
-    yy, xx = np.mgrid[0:64:2, 0:64:2] + 0.5
+    yy, xx = np.mgrid[0:SIZE:2, 0:SIZE:2] + 0.5
     grid = np.stack([xx.ravel(), yy.ravel()], axis=1)
     for k in range(1, 4):
         true = np.array(truth["registrations"][f"camera{k + 1}"])
@@ -267,12 +279,13 @@ def test_psf_recovers_table2_form_and_planes(run):
     assert psf.b == 0.0
     assert planes[0] == 0.0
     np.testing.assert_allclose(planes, truth["plane_z_nm"], atol=10.0)
-    # the curve within 3 % wherever the dimmest bead's peak (Eq. 6) is 5 sigma above background
+    # the curve within 3 % wherever the dimmest bead's peak N t_k s^2 / (2 pi r^2) in the
+    # dimmest camera is 5 sigma above background
     a = np.linspace(-2500.0, 2500.0, 501)
     true_w = defocus_width_nm(a, r0_nm=t["r0_nm"], D_nm=t["D_nm"], A=t["A"], B=t["B"])
-    w_min = min(w for i, w in enumerate(truth["beads"]["weight"]) if i not in truth["beads"]["saturated"])
+    n_min = min(n for i, n in enumerate(truth["beads"]["photons"]) if i not in truth["beads"]["saturated"])
     sigma_photons = math.sqrt(2 * (truth["camera"]["background"] + 20.0))  # EM excess, with the slope
-    above = w_min * t["a_prime"] / (2 * math.pi * true_w**2) >= 5 * sigma_photons
+    above = n_min * min(truth["transmission"]) * PX**2 / (2 * math.pi * true_w**2) >= 5 * sigma_photons
     z = truth["z_start_nm"] + truth["z_step_nm"] * np.arange(truth["n_slices"])
     seen = np.zeros_like(a, bool)  # defocus values the stack holds in some plane
     for zk in truth["plane_z_nm"]:
@@ -284,7 +297,7 @@ def test_psf_recovers_table2_form_and_planes(run):
     assert doc["fit"]["n_outliers"] <= 0.02 * doc["fit"]["n_points"]
 
 
-def test_psf_excludes_saturated_and_overlapping_beads_and_scales_a_prime(run, demo_cfg):
+def test_psf_excludes_saturated_and_overlapping_beads_and_measures_photometry(run, demo_cfg):
     truth = run["truth"]
     counts = run["psf"]["fit"]["beads"]
     assert counts["saturated"] == len(truth["beads"]["saturated"])
@@ -295,13 +308,24 @@ def test_psf_excludes_saturated_and_overlapping_beads_and_scales_a_prime(run, de
     xy = np.stack([b["x_nm"], b["y_nm"]], axis=1) / PX
     used = np.hypot(*(cal.bead_xy_px[:, None] - xy[None]).transpose(2, 0, 1)).argmin(axis=1)
     paired = {i for pair in b["close_pairs"] for i in pair}
-    assert set(used) == set(range(len(b["weight"]))) - paired - set(b["saturated"])
-    # a' = median bead integrated intensity / bead_weight (Eq. 6): the photometry is exact
-    # up to the beads' own weights
-    expected = truth["psf"]["a_prime"] * np.median(np.array(b["weight"])[used]) / CALIB.bead_weight
-    assert cal.psf.a_prime == pytest.approx(expected, rel=0.03)
+    assert set(used) == set(range(len(b["photons"]))) - paired - set(b["saturated"])
+    # camera k's integrated intensity peak 2 pi r^2 of a bead of N photons is N t_k s^2
+    # (photons x nm^2): per camera, the median over the beads used
+    t = np.asarray(truth["transmission"])
+    median_n = np.median(np.array(b["photons"])[used])
+    np.testing.assert_allclose(cal.a_prime_per_camera, median_n * t * PX**2, rtol=0.03)
+    # their ratios are the cameras' transmission (psf.yaml, read back normalised)
+    measured_t = files.load_transmission(run["files"]["psf.yaml"])
+    assert sum(measured_t) == pytest.approx(1.0, abs=1e-12)
+    np.testing.assert_allclose(measured_t, t, rtol=0.01)  # the beads' brightness cancels
+    np.testing.assert_allclose(run["psf"]["transmission"], measured_t, atol=1e-5)
+    # a' is the median bead's integrated intensity over all cameras: a summary, between the
+    # dimmest and the brightest camera's
+    assert cal.psf.a_prime == pytest.approx(run["psf"]["psf"]["a_prime"], rel=1e-3)
+    lo, hi = median_n * t.min() * PX**2, median_n * t.max() * PX**2
+    assert 0.97 * lo <= cal.psf.a_prime <= 1.03 * hi
     # the background per pixel is reported separately, in photons (lambda 12 + the slope)
-    assert all(12.0 < bg < 12.0 + 0.3 * 64 * 1.5 for bg in run["psf"]["background_photons_per_px"])
+    assert all(12.0 < bg < 12.0 + 0.3 * SIZE * 1.5 for bg in run["psf"]["background_photons_per_px"])
 
 
 def test_outputs_are_files_with_figures(run):
@@ -311,7 +335,8 @@ def test_outputs_are_files_with_figures(run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20000
     doc = yaml.safe_load(files["psf.yaml"].read_text())
     assert set(doc["psf"]) == {"a_prime", "b", "r0_nm", "D_nm", "A", "B"}
-    assert "bead_weight" in doc["notes"]["a_prime"] and doc["bead_weight"] == 22.5
+    assert "bead_weight" not in doc and "transmission" in doc["notes"]
+    assert len(doc["transmission"]) == 4 and sum(doc["transmission"]) == pytest.approx(1.0, abs=1e-4)
     assert not list(files["psf.yaml"].parent.glob(".*tmp*"))  # no temporary file left
 
 
@@ -344,7 +369,7 @@ def one_line(exc: pytest.ExceptionInfo, path: str | Path) -> str:
 
 @pytest.fixture(scope="module")
 def quick(demo_cfg):
-    """A small, short stack for the error cases: 48 x 48, 12 slices of 200 nm."""
+    """A small, short stack for the error cases: 64 x 64, 12 slices of 200 nm."""
     return make_stack(demo_cfg, seed=3, size=48, n_beads=10, n_slices=12, z_step_nm=200.0)
 
 
@@ -375,7 +400,7 @@ def test_no_bead_matched_across_cameras(demo_cfg, quick, tmp_path):
 
 def test_all_beads_saturated(demo_cfg, tmp_path):
     stack, truth = make_stack(
-        demo_cfg, seed=4, size=48, n_beads=8, n_saturated=8, n_close_pairs=0, n_slices=12, z_step_nm=200.0
+        demo_cfg, seed=4, size=SIZE, n_beads=8, n_saturated=8, n_close_pairs=0, n_slices=12, z_step_nm=200.0
     )
     paths = write_cameras(stack, tmp_path)
     bc = bead_options(truth)
@@ -415,7 +440,7 @@ def test_saturated_stack_is_diagnosed_as_saturated(quick, tmp_path):
     """Beads and background clipped at 65535 over most of the field: too few beads are
     found, and the message names the saturation rather than only the detection settings."""
     stack, truth = quick
-    paths = write_cameras(_brighter(stack, 600.0), tmp_path)
+    paths = write_cameras(_brighter(stack, 1500.0), tmp_path)
     with pytest.raises(InputError, match=r"bead\(s\) detected, need >= 4") as exc:
         calibrate.calibrate_affine(paths, bead_options(truth), CALIB, PX, tmp_path / "affine.yaml")
     msg = one_line(exc, paths[0])

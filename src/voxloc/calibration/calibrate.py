@@ -12,8 +12,9 @@ Two steps at the head of the pipeline (Aritake et al. 2020, Sect. 2.2 and 4.1):
   planes are fitted jointly with the defocus curve of Eq. 5 (shared r0, D, A, B; one focal
   stage position per plane, one height offset per bead), robustly. The focal positions,
   relative to plane 1, are the measured plane positions z_k. a' of Eq. 6 is the median
-  integrated intensity peak 2 pi r^2 of a bead (photons x nm^2) divided by
-  ``calibration.bead_weight``, the brightness of a bead in molecule weights; b of Eq. 4 is
+  bead's integrated intensity peak 2 pi r^2 (photons x nm^2), kept as a summary (molecules'
+  brightness is given in photons); the ratios of the cameras' a' are their transmission
+  shares (``transmission`` in psf.yaml, sum 1); b of Eq. 4 is
   the PSF's own constant, 0: the background is fitted per slice and reported separately
   (the noise model supplies it downstream); see :mod:`voxloc.calibration.psf_fit`.
 
@@ -108,7 +109,6 @@ def fit_psf(
         bead_z_offset_rms_nm=c.bead_z_offset_rms_nm,
         a_prime_per_camera=cal.a_prime_per_camera,
         background_photons=cal.background_photons,
-        bead_weight=opts.bead_weight,
         px_size_nm=px_size_nm,
         source=stack.paths,
         affine=affine_path,

@@ -27,7 +27,7 @@ from voxloc.types import FloatArray
 if TYPE_CHECKING:
     from voxloc.physics.psf import PSFParams
 
-__all__ = ["Registration", "save_affine", "load_affine", "save_psf", "load_psf"]
+__all__ = ["Registration", "save_affine", "load_affine", "save_psf", "load_psf", "load_transmission"]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,6 @@ def save_psf(
     bead_z_offset_rms_nm: float,
     a_prime_per_camera: Sequence[float],
     background_photons: Sequence[float],
-    bead_weight: float,
     px_size_nm: float,
     source: Sequence[str],
     affine: str | Path,
@@ -132,7 +131,9 @@ def save_psf(
         "plane_z_nm": [round(z, 2) for z in plane_z_nm],
         "notes": {
             "plane_z_nm": "focal position of each plane relative to plane 1 (z axis origin)",
-            "a_prime": f"median bead integrated intensity peak*2*pi*r^2 (photons x nm^2) / bead_weight {bead_weight}",
+            "a_prime": "median bead's integrated intensity peak*2*pi*r^2 (photons x nm^2), a summary: "
+            "molecules' brightness is simulation.photons",
+            "transmission": "share of the photons each camera records: its beads' a' / the sum over cameras",
             "b": "PSF constant of Eq. 4; the background is fitted per slice and reported separately",
         },
         "plane_focus_stage_nm": [round(float(z), 2) for z in plane_focus_stage_nm],
@@ -147,8 +148,8 @@ def save_psf(
             "bead_z_offset_rms_nm": round(bead_z_offset_rms_nm, 3),
         },
         "a_prime_per_camera": [float(f"{a:.4g}") for a in a_prime_per_camera],
+        "transmission": [round(float(a) / float(sum(a_prime_per_camera)), 5) for a in a_prime_per_camera],
         "background_photons_per_px": [round(b, 3) for b in background_photons],
-        "bead_weight": float(bead_weight),
         "px_size_nm": float(px_size_nm),
         "source": list(source),
         "affine": str(affine),
@@ -171,6 +172,21 @@ def load_psf(path: str | Path) -> tuple[PSFParams, tuple[float, ...]]:
     if len(planes) != N_PLANES:
         raise InputError(f"{path}: plane_z_nm has {len(planes)} planes, expected {N_PLANES}")
     return psf, planes
+
+
+def load_transmission(path: str | Path) -> tuple[float, ...]:
+    """The cameras' measured shares of a molecule's photons (sum 1) of a psf.yaml."""
+    doc = _read_calibration(path)
+    try:
+        t = tuple(float(v) for v in doc["transmission"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"{path}: no transmission ratios ({exc}): rerun the PSF calibration".splitlines()[0]
+        ) from None
+    if len(t) != N_PLANES or min(t) <= 0:
+        raise InputError(f"{path}: transmission must be {N_PLANES} positive shares, got {list(t)}")
+    total = sum(t)
+    return tuple(v / total for v in t)
 
 
 def _read_calibration(path: str | Path) -> dict:

@@ -1,6 +1,6 @@
 """The ``calibration:`` config section as typed options: :class:`BeadOptions` (the bead
-stacks, ``calibration.beads``) and :class:`CalibrationOptions` (detection, matching and the
-PSF fit).
+stacks, ``calibration.beads``), :class:`CalibrationOptions` (detection, matching and the
+PSF fit) and :class:`SplineOptions` (the spline PSF, ``calibration.spline``).
 
 The schema (workflow/schemas/config.schema.yaml) is the single source of the defaults; it
 fills them in at validation. The field defaults below repeat the schema's, for callers that
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["BeadOptions", "CalibrationOptions"]
+__all__ = ["BeadOptions", "CalibrationOptions", "SplineOptions"]
 
 #: keys of ``calibration.beads`` naming the stack's files (the rules' inputs, not options)
 BEAD_FILE_KEYS = ("path", "plane1", "plane2", "plane3", "plane4")
@@ -51,12 +51,11 @@ class BeadOptions:
 
 @dataclass(frozen=True)
 class CalibrationOptions:
-    """``calibration`` less its ``beads``: detection, matching, registration and PSF fit.
+    """``calibration`` less its ``beads`` and ``spline``: detection, matching, registration and PSF fit.
 
     Defaults as in workflow/schemas/config.schema.yaml.
     """
 
-    bead_weight: float = 22.5  # brightness of one bead in molecule weights (a' of Eq. 6)
     flip: tuple[str, ...] = ("auto", "auto", "auto")  # cameras 2-4 relative to camera 1
     min_beads: int = 4  # per camera, per camera pair and for the PSF
     detect_snr: float = 10.0  # detection threshold (robust sigmas)
@@ -67,8 +66,33 @@ class CalibrationOptions:
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any]) -> CalibrationOptions:
-        """From the validated ``calibration`` section (its ``beads`` are :class:`BeadOptions`)."""
-        opts = _options(cls, section, "calibration", ("beads",))
+        """From the validated ``calibration`` section (its ``beads`` are :class:`BeadOptions`, its
+        ``spline`` :class:`SplineOptions`)."""
+        opts = _options(cls, section, "calibration", ("beads", "spline"))
         if "flip" in opts:
             opts["flip"] = tuple(opts["flip"])
+        return cls(**opts)
+
+
+@dataclass(frozen=True)
+class SplineOptions:
+    """``calibration.spline``: the measured spline PSF (rule fit_psf_spline).
+
+    Defaults as in workflow/schemas/config.schema.yaml; None: ``z_range_nm`` the longest range
+    the beads cover, ``smooth_z_nm`` max(slice step, z_step_nm / 2), ``min_beads``
+    ``calibration.min_beads``.
+    """
+
+    half_px: int = 8  # the spline's grid covers ±(half_px + 1) px, its windows ±half_px
+    z_step_nm: float = 20.0  # spacing of the z nodes
+    z_range_nm: tuple[float, float] | None = None  # molecule depths (sample frame)
+    smooth_z_nm: float | None = None  # σ of the kernel regression along z
+    min_beads: int | None = None  # fewest usable beads per plane and z node
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> SplineOptions:
+        """From the validated ``calibration.spline`` section."""
+        opts = _options(cls, section, "calibration.spline", ())
+        if opts.get("z_range_nm") is not None:
+            opts["z_range_nm"] = tuple(opts["z_range_nm"])
         return cls(**opts)

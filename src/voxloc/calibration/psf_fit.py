@@ -246,14 +246,11 @@ def fit_psf_stack(
         if not good.any():
             raise InputError(f"{stack.path(k)}: no bead rises above the background in camera {k + 1}")
     curve = fit_defocus_curve(width, sigma, stack.z_nm, per_bead_offset=bool(opts.per_bead_z_offset))
-    bead_weight = float(opts.bead_weight)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         per_bead = np.nanmedian(a_bead.reshape(len(use), -1), axis=1)
-        a_prime = float(np.nanmedian(per_bead)) / bead_weight
-        a_cam = [
-            float(np.nanmedian(np.nanmedian(a_bead[:, k], axis=1))) / bead_weight for k in range(N_PLANES)
-        ]
+        a_prime = float(np.nanmedian(per_bead))  # of the median bead: a summary, not a brightness
+        a_cam = [float(np.nanmedian(np.nanmedian(a_bead[:, k], axis=1))) for k in range(N_PLANES)]
     psf = PSFParams(a_prime=a_prime, b=0.0, r0_nm=curve.r0_nm, D_nm=curve.D_nm, A=curve.A, B=curve.B)
     planes = tuple(float(z - curve.focus_nm[0]) for z in curve.focus_nm)
     counts = {**counts, "used": len(use)}
