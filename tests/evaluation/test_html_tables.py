@@ -130,10 +130,12 @@ def test_summary_page_shows_every_number_of_the_tsv(tmp_path):
     evaluate.collect_summaries(csvs, tsv)  # as the rule writes it (4 significant digits)
     html_tables.write_html_table(tsv, page, "summary")
     table = assert_page_has_the_tsv(tsv, page)
-    glance = ["jaccard", "rmse_lateral_nm", "rmse_axial_nm", "crlb_lateral_nm", "rmse_to_crlb_lateral"]
+    glance = ["jaccard", "rmse_lateral_nm", "rmse_axial_nm", "bias_x_nm", "bias_y_nm", "bias_z_nm"]
+    glance += ["crlb_lateral_nm", "rmse_to_crlb_lateral"]
     assert_headline(page, table, [*glance, "efficiency_lateral", "efficiency_axial", "efficiency_3d"])
     headers = parse(page).headers["headline"]
     assert {"Jaccard", "RMSEnm", "lateral", "3-D", "CRLBnm", "RMSE / CRLB×", "efficiency%"} <= set(headers)
+    assert {"biasnm", "x", "y", "z"} <= set(headers)
     text = page.read_text(encoding="utf-8")
     assert "<script" not in text and "summary.tsv" in text
     assert not list(tmp_path.glob(".*tmp*"))

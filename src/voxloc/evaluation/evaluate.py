@@ -31,7 +31,6 @@ from voxloc.evaluation.matching import MatchResult, Summary, match_tables, molec
 from voxloc.physics.crlb import crlb_table
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
-from voxloc.physics.psf import PSFParams
 
 __all__ = [
     "crlb_model_from_truth",
@@ -49,14 +48,15 @@ log = logging.getLogger(__name__)
 
 def crlb_model_from_truth(path: str | Path) -> tuple[Microscope, str] | None:
     """(the generator's physics stored in a ground-truth Parquet's metadata, "ground truth"),
-    or None when the metadata holds none."""
+    or None when the metadata holds none. A spline PSF is read from the file it names."""
+    from voxloc.calibration.spline_files import load_spline_reference
     from voxloc.locs import read_metadata
 
     meta = read_metadata(path, raw=True)
     if not {"psf", "plane_z_nm", "noise", "px_size_nm"} <= meta.keys():
         return None
     try:
-        return Microscope.from_metadata(meta), "ground truth"
+        return Microscope.from_metadata(meta, load_spline=load_spline_reference), "ground truth"
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{path}: bad generator metadata for the CRLB ({exc})".splitlines()[0]) from None
 
@@ -69,21 +69,27 @@ def crlb_model_from_config(
     px_size_nm: float,
     noise: dict,
     integrate_pixels: bool = False,
+    spline_h5: str | Path | None = None,
 ) -> tuple[Microscope, str] | None:
-    """(the pipeline's own physics, where it came from): the bead-calibrated PSF and planes
-    (``psf_yaml``) or config ``psf.table2`` + ``grid.plane_z_nm``, and the noise of config
-    ``simulation`` (kind + params). None when the noise kind is ``none`` (no bound)."""
-    from voxloc.calibration.files import load_psf
+    """(the pipeline's own physics, where it came from):
+    :func:`voxloc.calibration.calibrated.calibrated_microscope` of the calibration files
+    given, with the noise of config ``simulation`` (kind + params). None when the noise kind
+    is ``none`` (no bound)."""
+    from voxloc.calibration.calibrated import calibrated_microscope
 
     if noise["kind"] == "none":
         return None
-    if psf_yaml:
-        psf, planes = load_psf(psf_yaml)
-        source = f"config ({psf_yaml})"
-    else:
-        psf, planes = PSFParams.from_dict(table2), tuple(plane_z_nm)
-        source = "config (Table 2)"
-    return Microscope(psf, tuple(planes), float(px_size_nm), NoiseModel(**noise), integrate_pixels), source
+    physics = calibrated_microscope(
+        table2=table2,
+        plane_z_nm=plane_z_nm,
+        px_size_nm=px_size_nm,
+        noise=NoiseModel(**noise),
+        integrate_pixels=integrate_pixels,
+        psf_yaml=psf_yaml,
+        spline_h5=spline_h5,
+    )
+    source = f"config ({spline_h5 or psf_yaml})" if psf_yaml or spline_h5 else "config (Table 2)"
+    return physics, source
 
 
 def crlb_summary(truth_crlb: pd.DataFrame, match: MatchResult, result: Summary) -> dict[str, float]:
@@ -150,11 +156,16 @@ def evaluate_files(
     cols = ["frame", "x_nm", "y_nm", "z_nm"]
     est = _read_table(locs_path, cols, "localizations")[cols]
     truth = _read_table(truth_path, cols, "ground truth")
-    truth = truth[[c for c in [*cols, "weight"] if c in truth.columns]]
+    truth = truth[[c for c in [*cols, "photons"] if c in truth.columns]]
     match = match_tables(est, truth, lateral_nm=lateral_nm, axial_nm=axial_nm)
     result = summary(est, truth, match)
     row: dict = {"movie": movie, **result.to_dict()}
     model = (crlb_model_from_truth(truth_path) or crlb_model) if crlb else None
+    if model is not None and "photons" not in truth.columns:
+        log.warning(
+            "%s: no 'photons' column (detected photons per molecule): no Cramér-Rao bound", truth_path
+        )
+        model = None
     if model is not None:
         microscope, source = model
         truth = crlb_table(truth, microscope)

@@ -4,7 +4,7 @@ Snakemake's report offers a TSV only for download, so its numbers never appear o
 an ``.html`` result is shown in the report itself. :func:`write_html_table` turns one of
 the evaluation TSVs (the movie summary, the voxel Tables 4-5, the density and the speed
 sweep) into a self-contained page (inline style, no script): first a table of the headline
-columns of that kind of table (:data:`KINDS`: Jaccard, RMSE, CRLB, efficiency, ...), then
+columns of that kind of table (:data:`KINDS`: Jaccard, RMSE, bias, CRLB, efficiency, ...), then
 every column of the TSV, one row per column, with its unit and its value for each row of
 the TSV. Values are rounded to what their unit resolves (:func:`format_value`: fractions to
 3 decimals, nm to 0.1 nm, ratios to 0.01, counts in full); a value that is not defined
@@ -46,7 +46,7 @@ KINDS: dict[str, TableKind] = {
         "Localization accuracy per movie",
         tuple(
             "movie n_est n_true jaccard precision recall rmse_lateral_nm rmse_axial_nm rmse_3d_nm "
-            "crlb_lateral_nm crlb_z_nm rmse_to_crlb_lateral rmse_to_crlb_z efficiency_lateral "
+            "bias_x_nm bias_y_nm bias_z_nm crlb_lateral_nm crlb_z_nm rmse_to_crlb_lateral rmse_to_crlb_z efficiency_lateral "
             "efficiency_axial efficiency_3d".split()
         ),
         ("movie",),
@@ -201,6 +201,7 @@ def _header(column: str, kind: str, label: str | None = None, unit: str | None =
 HEADLINE_GROUPS = (
     ("rmse_to_crlb_", "RMSE / CRLB", "×"),
     ("rmse_", "RMSE", "nm"),
+    ("bias_", "bias", "nm"),
     ("crlb_", "CRLB", "nm"),
     ("efficiency_", "efficiency", "%"),
 )

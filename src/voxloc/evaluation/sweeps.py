@@ -1,7 +1,7 @@
 """Density and speed sweeps of a trained model (Aritake et al. 2020, Sect. 4.2, Figs. 7-9).
 
 Density sweep (Figs. 7, 8): frames simulated as the model's training frames (same grid,
-PSF, noise, weights and drift, from the settings stored in ``model.pt``) but with a fixed
+PSF, noise, photons and drift, from the settings stored in ``model.pt``) but with a fixed
 number M of molecules per frame, for each M of a list; the network runs once per frame and
 its output is thresholded at each τ. Per (M, τ): the voxel confusion counts and Jaccard of
 Table 4 (:func:`voxloc.evaluation.voxel_metrics.confusion` against the encoded targets), and the
@@ -81,13 +81,15 @@ def training_settings(meta: Mapping[str, Any], *, source: str = "model") -> Simu
 
 
 def error_table(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> pd.DataFrame:
-    """One row per matched pair: frame, the true z and weight, and the error estimate - truth
+    """One row per matched pair: frame, the true z and photons, and the error estimate - truth
     per axis (dx_nm, dy_nm, dz_nm), the quantities of Figs. 7b and 8."""
     t = truth.iloc[match.true_index]
     out = {
         "frame": t["frame"].to_numpy(np.int32),
         "z_true_nm": t["z_nm"].to_numpy(np.float32),
-        "weight": (t["weight"] if "weight" in t else pd.Series(np.nan, index=t.index)).to_numpy(np.float32),
+        "photons": (t["photons"] if "photons" in t else pd.Series(np.nan, index=t.index)).to_numpy(
+            np.float32
+        ),
     }
     d = matched_errors(est, truth, match).astype(np.float32)
     for a, axis in enumerate("xyz"):
