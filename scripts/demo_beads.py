@@ -10,7 +10,9 @@ rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see v
 
 from voxloc.simulation import demo, demo_beads
 
-microscope = demo.DemoMicroscope.from_config(snakemake.params.demo, snakemake.params.px_size_nm)
+microscope = demo.DemoMicroscope.from_config(
+    snakemake.params.demo, snakemake.params.px_size_nm, snakemake.input.get("true_psf")
+)
 demo_beads.write_bead_stacks(
     list(snakemake.output.stacks),
     snakemake.output.truth,

@@ -18,7 +18,9 @@ if snakemake.params.layout == "stack":
     outputs = {"path": snakemake.output.movie}
 else:
     outputs = {f"plane{k}": path for k, path in enumerate(snakemake.output.planes, start=1)}
-microscope = demo.DemoMicroscope.from_config(snakemake.params.demo, snakemake.params.px_size_nm)
+microscope = demo.DemoMicroscope.from_config(
+    snakemake.params.demo, snakemake.params.px_size_nm, snakemake.input.get("true_psf")
+)
 demo_movies.write_movie(
     outputs,
     snakemake.output.ground_truth,

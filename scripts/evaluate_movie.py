@@ -1,5 +1,6 @@
 """Rule evaluate_movie: match localizations to ground truth, write the metrics (with the
-Cramér-Rao bound) as CSV and the per-molecule table as Parquet."""
+Cramér-Rao bound) as CSV, the per-molecule table as Parquet and, from it, the accuracy per
+bin of true z as TSV and PNG."""
 
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from voxloc.runtime import rule_script
 rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.errors import exit_on_error
-from voxloc.evaluation import evaluate
+from voxloc.evaluation import depth, evaluate
 
 opts = snakemake.params.options
 physics = snakemake.params.physics
@@ -18,7 +19,8 @@ with exit_on_error():  # one line naming the file, in the log and on the console
     crlb_model = None
     if opts["crlb"]:
         crlb_model = evaluate.crlb_model_from_config(
-            psf_yaml=snakemake.input.psf[0] if snakemake.input.psf else None,
+            psf_yaml=snakemake.input.get("psf"),
+            spline_h5=snakemake.input.get("spline"),
             table2=physics["table2"],
             plane_z_nm=physics["plane_z_nm"],
             px_size_nm=physics["px_size_nm"],
@@ -35,4 +37,11 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         crlb_model=crlb_model,
         crlb=opts["crlb"],
         molecules_out=snakemake.output.molecules,
+    )
+    depth.write_depth(
+        snakemake.output.molecules,
+        snakemake.output.depth,
+        snakemake.output.depth_png,
+        bin_nm=opts["depth_bin_nm"],
+        movie=snakemake.wildcards.movie,
     )

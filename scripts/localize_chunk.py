@@ -30,5 +30,6 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         stop=stop,
         options=localize.LocalizeOptions.from_config(opts, threads=snakemake.threads),
         psf_calibration=snakemake.input.psf,
+        spline_calibration=snakemake.input.get("spline"),
         **snakemake.params.camera,
     )

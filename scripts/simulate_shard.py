@@ -8,17 +8,23 @@ from voxloc.runtime import rule_script
 
 rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
-from voxloc.calibration import files
+from voxloc.errors import exit_on_error
 from voxloc.simulation import shards
-from voxloc.simulation.settings import simulation_settings
+from voxloc.simulation.settings import calibrated_settings
 
 dataset = snakemake.wildcards.dataset
 sim = snakemake.params.simulation
-# the bead calibration's PSF and plane positions (psf.source: calibration), else the config's
-psf, planes = files.load_psf(snakemake.input.psf[0]) if snakemake.input.psf else (None, None)
-settings = simulation_settings(
-    snakemake.params.grid, snakemake.params.psf, sim, dataset, psf=psf, plane_z_nm=planes
-)
+with exit_on_error():  # one line naming the file, in the log and on the console
+    # the bead calibration's PSF (Gaussian or spline), planes and transmission
+    # (psf.source: calibration), else the config's
+    settings = calibrated_settings(
+        snakemake.params.grid,
+        snakemake.params.psf,
+        sim,
+        dataset,
+        psf_yaml=snakemake.input.get("psf"),
+        spline_h5=snakemake.input.get("spline"),
+    )
 shards.simulate_shard(
     snakemake.output[0],
     sim["datasets"][dataset]["frames_per_shard"],

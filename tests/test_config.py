@@ -29,6 +29,12 @@ def test_shipped_configs_are_valid():
         if k == "train"
     )
     assert n == 100_000  # Table 3 / Sect. 4.2
+    # the paper's setting: the Gaussian of Table 2, brightness w in [0.3, 1] as photons 4 w a' / s^2
+    assert paper["psf"]["model"] == "gaussian" and paper["psf"]["source"] == "table2"
+    a_prime, s = paper["psf"]["table2"]["a_prime"], 192.0
+    assert paper["simulation"]["photons"] == pytest.approx(
+        [4 * w * a_prime / s**2 for w in (0.3, 1.0)], abs=0.05
+    )
 
 
 def test_defaults_are_filled_in():
@@ -44,10 +50,20 @@ def test_defaults_are_filled_in():
     assert cfg["grid"]["plane_z_nm"] == [0.0, 400.0, 800.0, 1200.0]
     assert cfg["simulation"]["noise_params"]["background"] == 10.0
     assert cfg["simulation"]["noise_params"]["read_noise_var"] == 9.0
+    # brightness in photons summed over the planes: the paper's w in [0.3, 1]
+    assert cfg["simulation"]["photons"] == [1627.6, 5425.3]
+    assert cfg["psf"]["model"] == "spline" and cfg["psf"]["source"] == "calibration"
+    assert "bead_weight" not in cfg["calibration"]
+    mic = cfg["demo"]["microscope"]
+    assert mic["psf_model"] == "vectorial" and mic["transmission"] == [0.27, 0.22, 0.28, 0.23]
+    assert cfg["demo"]["beads"]["photons"] == [85000.0, 170000.0]
+    assert cfg["demo"]["movies"]["photons"] == [1700.0, 5600.0]
     s = simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"], "train")
     assert s.grid.height == s.grid.width == 64
     assert s.n_molecules == (50, 50)
+    assert s.photons_range == (1627.6, 5425.3)
     assert s.physics.noise.kind == "paper"
+    assert s.physics.model == "gaussian" and s.physics.transmission == (0.25,) * 4
 
 
 @pytest.mark.parametrize(
@@ -56,6 +72,10 @@ def test_defaults_are_filled_in():
         ({"simulation": {"bogus": 1}}, "x.yaml: unknown key simulation.bogus"),
         ({"grid": {"px_size_nm": "abc"}}, "x.yaml: grid.px_size_nm: 'abc' is not of type 'number'"),
         ({"simulation": {"noise": "foo"}}, "x.yaml: simulation.noise: 'foo' is not one of"),
+        # the keys that brightness in molecule weights had are gone
+        ({"simulation": {"weight_range": [0.3, 1.0]}}, "x.yaml: unknown key simulation.weight_range"),
+        ({"calibration": {"bead_weight": 22.5}}, "x.yaml: unknown key calibration.bead_weight"),
+        ({"psf": {"model": "vectorial"}}, "x.yaml: psf.model: 'vectorial' is not one of"),
         ({"grid": {"plane_z_nm": [0, 400, 800]}}, "x.yaml: grid.plane_z_nm:"),
         (
             {"simulation": {"datasets": {"t": {"shards": 1}}}},
@@ -69,6 +89,21 @@ def test_bad_config_is_one_line_naming_the_key(data, expected):
     msg = str(info.value)
     assert msg.startswith(expected)
     assert "\n" not in msg
+
+
+def test_spline_model_needs_the_calibration():
+    # the spline PSF is measured from the beads: there is no Table 2 spline
+    with pytest.raises(ConfigError, match="psf.source") as info:
+        vconfig.validate({"psf": {"model": "spline", "source": "table2"}}, SCHEMA, source="x.yaml")
+    assert "\n" not in str(info.value)
+    cfg = vconfig.validate({"psf": {"model": "gaussian", "source": "table2"}}, SCHEMA, source="x.yaml")
+    assert cfg["psf"]["model"] == "gaussian"
+
+
+def test_inverted_photon_range_is_a_config_error():
+    cfg = vconfig.validate({"simulation": {"photons": [5000.0, 1000.0]}}, SCHEMA, source="x.yaml")
+    with pytest.raises(ConfigError, match="photons"):
+        simulation_settings(cfg["grid"], cfg["psf"], cfg["simulation"])
 
 
 def test_inverted_molecule_range_is_a_config_error():

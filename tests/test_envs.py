@@ -41,6 +41,7 @@ PACKAGES = {
     "PIL": {"pillow"},
     "tqdm": {"tqdm"},
     "torch": {"pytorch", "torch"},
+    "psfmodels": {"psfmodels"},
 }
 #: pyproject.toml distribution name -> its name in the env files, where they differ
 PYPROJECT_NAMES = {"matplotlib": "matplotlib-base"}

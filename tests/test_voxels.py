@@ -12,7 +12,7 @@ S = 192.0
 
 
 def table(rows) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm", "z_nm", "weight"])
+    return pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm", "z_nm", "photons"])
 
 
 def test_z_edges_nominal_planes():
@@ -93,7 +93,7 @@ def distinct_voxel_emitters(grid: VoxelGrid, n_frames: int, n_per_frame: int, rn
         z = edges[k] + zeta[:, 2] * (edges[k + 1] - edges[k])
         rows.append(
             pd.DataFrame(
-                {"frame": t, "x_nm": x, "y_nm": y, "z_nm": z, "weight": rng.uniform(0.3, 1, n_per_frame)}
+                {"frame": t, "x_nm": x, "y_nm": y, "z_nm": z, "photons": rng.uniform(1600, 5400, n_per_frame)}
             )
         )
     return pd.concat(rows, ignore_index=True)
@@ -124,11 +124,11 @@ def test_encode_collision_keeps_brightest():
     grid = VoxelGrid(4, 4)
     em = table(
         [
-            (0, 1.2 * S, 1.3 * S, 100.0, 0.5),
-            (0, 1.7 * S, 1.9 * S, 150.0, 0.9),  # same voxel (1, 1, 0), brighter: kept
-            (0, 1.4 * S, 1.4 * S, 0.0, 0.3),  # same voxel again, dimmest
-            (1, 1.2 * S, 1.3 * S, 100.0, 0.5),  # another frame: no collision
-            (0, 1.5 * S, 1.5 * S, 300.0, 0.2),  # slab 1: another voxel
+            (0, 1.2 * S, 1.3 * S, 100.0, 2500.0),
+            (0, 1.7 * S, 1.9 * S, 150.0, 4500.0),  # same voxel (1, 1, 0), most photons: kept
+            (0, 1.4 * S, 1.4 * S, 0.0, 1500.0),  # same voxel again, dimmest
+            (1, 1.2 * S, 1.3 * S, 100.0, 2500.0),  # another frame: no collision
+            (0, 1.5 * S, 1.5 * S, 300.0, 1000.0),  # slab 1: another voxel
         ]
     )
     enc = encode(em, 2, grid)
@@ -142,11 +142,14 @@ def test_encode_collision_keeps_brightest():
     enc2 = encode(em.iloc[::-1].reset_index(drop=True), 2, grid)
     np.testing.assert_array_equal(enc2.targets, enc.targets)
     assert enc2.n_collisions == 2
+    # the photons decide, not a leftover weight column that ranks them the other way
+    stale = em.assign(weight=[0.9, 0.1, 0.5, 0.5, 0.5])
+    np.testing.assert_array_equal(encode(stale, 2, grid).targets, enc.targets)
 
 
 def test_encode_single_collision_count():
     grid = VoxelGrid(4, 4)
-    em = table([(0, 0.5 * S, 0.5 * S, 0.0, 0.4), (0, 0.6 * S, 0.6 * S, 10.0, 0.6)])
+    em = table([(0, 0.5 * S, 0.5 * S, 0.0, 2000.0), (0, 0.6 * S, 0.6 * S, 10.0, 3000.0)])
     enc = encode(em, 1, grid)
     assert enc.n_collisions == 1
     np.testing.assert_allclose(enc.targets[0, 0, 1:, 0, 0], [0.6, 0.6, 210.0 / 400], atol=1e-6)
@@ -170,7 +173,7 @@ def test_encode_counts_outside():
     assert enc.targets[:, :, 0].sum() == 1.0
 
 
-def test_encode_without_weight_column():
+def test_encode_without_photons_column():
     grid = VoxelGrid(4, 4)
     em = pd.DataFrame({"frame": [0], "x_nm": [S], "y_nm": [S], "z_nm": [0.0]})
     enc = encode(em, 1, grid)

@@ -7,6 +7,7 @@ Parquet tables with voxloc's key-value metadata are written by :mod:`voxloc.locs
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from voxloc.errors import InputError, os_problem
 from voxloc.runtime import remove_stale_temps, temp_path
 
 __all__ = [
+    "file_sha256",
     "atomic_output",
     "iter_parquet_batches",
     "to_builtin",
@@ -80,6 +82,15 @@ def to_builtin(value: object, *, finite: bool = False) -> object:
     if isinstance(value, str):
         return str(value)
     return value
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (how a file referenced from metadata is recognised)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_yaml(path: str | Path, data: dict) -> None:

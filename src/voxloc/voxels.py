@@ -15,7 +15,7 @@ Targets are arrays (T, P, 4, H, W) with the 4 channels (c, ζx, ζy, ζz) per pl
 16 = P x 4 output channels of the network in plane-major order (channel 4k + q).
 
 Collision policy: at most one molecule per voxel (the paper's assumption). When several
-molecules of one frame fall in the same voxel, the one with the largest weight (the
+molecules of one frame fall in the same voxel, the one with the largest photon count (the
 brightest) is kept and the others are counted in ``n_collisions``.
 """
 
@@ -101,12 +101,12 @@ class Encoded:
 
 
 def encode(emitters: pd.DataFrame, n_frames: int, grid: VoxelGrid) -> Encoded:
-    """Emitter table (frame, x_nm, y_nm, z_nm, weight) -> voxel targets (T, P, 4, H, W).
+    """Emitter table (frame, x_nm, y_nm, z_nm, photons) -> voxel targets (T, P, 4, H, W).
 
     See the module docstring for the layout and the collision policy (brightest wins).
     """
     frame = emitters["frame"].to_numpy(np.int64)
-    weight = emitters["weight"].to_numpy(np.float64) if "weight" in emitters else np.ones(len(frame))
+    weight = emitters["photons"].to_numpy(np.float64) if "photons" in emitters else np.ones(len(frame))
     i, j, k, zeta, inside = voxel_index(
         emitters["x_nm"].to_numpy(), emitters["y_nm"].to_numpy(), emitters["z_nm"].to_numpy(), grid
     )

@@ -112,3 +112,38 @@ def test_a_file_of_an_earlier_version_still_loads(tmp_path, psf):
             del f.attrs[key]
     back = load_spline_psf(path, expect_plane_z_nm=PLANES)
     assert back.grid() == psf.grid() and back.normalisation == "focus"
+
+
+def test_reference_from_metadata_reads_the_file_it_names(tmp_path, psf, monkeypatch):
+    """A Microscope with a spline writes its PSF as a reference (file, absolute file, SHA-256),
+    and load_spline_reference reads it back from the working directory or from elsewhere, and
+    refuses a file that changed or went missing with one line naming it."""
+    from voxloc.calibration.spline_files import load_spline_reference
+    from voxloc.io import file_sha256
+    from voxloc.physics.microscope import Microscope
+
+    monkeypatch.chdir(tmp_path)
+    save_spline_psf("psf_spline.h5", psf)
+    mic = Microscope(
+        psf=psf, plane_z_nm=PLANES, psf_file="psf_spline.h5", psf_sha256=file_sha256("psf_spline.h5")
+    )
+    meta = {**mic.metadata(), "px_size_nm": str(PX)}
+    back = Microscope.from_metadata(meta, load_spline=load_spline_reference)
+    assert back.model == "spline" and back.transmission == mic.transmission
+    np.testing.assert_array_equal(back.psf.coeffs, psf.coeffs)
+    with pytest.raises(ValueError, match="needs a loader"):
+        Microscope.from_metadata(meta)
+    # from another directory: the absolute path
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Microscope.from_metadata(meta, load_spline=load_spline_reference).model == "spline"
+    monkeypatch.chdir(tmp_path)
+    # another calibration in its place
+    other = SplinePSF(psf.coeffs * 1.01, psf.z0_nm, psf.z_step_nm, PX, psf.transmission, PLANES)
+    save_spline_psf("psf_spline.h5", other)
+    with pytest.raises(InputError, match=r"psf_spline\.h5: the spline PSF file changed") as exc:
+        Microscope.from_metadata(meta, load_spline=load_spline_reference)
+    assert "\n" not in str(exc.value)
+    (tmp_path / "psf_spline.h5").unlink()
+    with pytest.raises(InputError, match=r"psf_spline\.h5: the spline PSF file referred to is missing"):
+        Microscope.from_metadata(meta, load_spline=load_spline_reference)

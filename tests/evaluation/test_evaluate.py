@@ -57,6 +57,20 @@ def test_3_4_5_offset():
     assert s.rmse_3d_nm == pytest.approx(5.0) and s.rmse_axial_nm == pytest.approx(4.0)
 
 
+def test_bias_is_the_mean_signed_error_per_axis():
+    # estimate - truth: +10/-4/-30 nm and +20/+6/-10 nm; the unmatched truth and the far
+    # false positive do not count
+    truth = table([(0, 1000, 1000, 500), (0, 3000, 3000, 200), (1, 8000, 8000, 0)])
+    est = table([(0, 1010, 996, 470), (0, 3020, 3006, 190), (2, 100, 100, 0)])
+    s = summary(est, truth, match_tables(est, truth))
+    assert s.tp == 2
+    assert [s.bias_x_nm, s.bias_y_nm, s.bias_z_nm] == pytest.approx([15.0, 1.0, -20.0])
+    # RMSE² = bias² + spread²: z errors -30 and -10 -> RMSE sqrt(500), bias -20, spread 10
+    assert s.rmse_axial_nm == pytest.approx(math.sqrt(500.0))
+    none = summary(est.iloc[2:], truth.iloc[:1], match_tables(est.iloc[2:], truth.iloc[:1]))
+    assert math.isnan(none.bias_x_nm) and math.isnan(none.bias_z_nm)  # no matched pair: undefined
+
+
 def test_assignment_is_optimal_not_greedy():
     # greedy nearest-first pairs e0-t1 (1 nm) and then e1-t0 (40 nm): 41 nm in total;
     # the optimal assignment pairs e0-t0 (19 nm) and e1-t1 (20 nm): 39 nm
@@ -77,6 +91,10 @@ def test_evaluate_files_writes_one_row(tmp_path):
     row = pd.read_csv(tmp_path / "m.csv").iloc[0]
     assert row["movie"] == "m" and row["tp"] == 1 and row["fn"] == 1
     assert row["rmse_lateral_nm"] == pytest.approx(5.0)
+    assert (row["bias_x_nm"], row["bias_y_nm"], row["bias_z_nm"]) == (3.0, 4.0, 0.0)
+    columns = list(pd.read_csv(tmp_path / "m.csv").columns)  # after the RMSE, before the efficiency
+    at = columns.index("rmse_y_nm") + 1
+    assert columns[at : at + 4] == ["bias_x_nm", "bias_y_nm", "bias_z_nm", "efficiency_lateral"]
 
 
 def test_efficiency_known_values():
@@ -120,7 +138,7 @@ def test_crlb_summary_and_molecule_table():
 
 def test_crlb_physics_round_trips_through_ground_truth_metadata(tmp_path):
     physics = Microscope(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
-    truth = table([(0, 1000, 1000, 600)]).assign(weight=0.8)
+    truth = table([(0, 1000, 1000, 600)]).assign(photons=4000.0)
     write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
     assert crlb_model_from_truth(tmp_path / "gt.parquet") == (physics, "ground truth")
     write_parquet(tmp_path / "plain.parquet", truth, px_size_nm=192.0)
@@ -129,7 +147,7 @@ def test_crlb_physics_round_trips_through_ground_truth_metadata(tmp_path):
 
 def test_evaluate_files_reports_crlb_ratio(tmp_path):
     physics = Microscope(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
-    truth = table([(0, 1000, 1000, 600), (1, 2000, 1500, 300)]).assign(weight=0.8)
+    truth = table([(0, 1000, 1000, 600), (1, 2000, 1500, 300)]).assign(photons=4000.0)
     est = table([(0, 1010, 1000, 610), (1, 2000, 1490, 290)])
     write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
     est.to_parquet(tmp_path / "locs.parquet")
@@ -146,7 +164,19 @@ def test_evaluate_files_reports_crlb_ratio(tmp_path):
     assert row["crlb_x_nm"] == pytest.approx(bound["crlb_x_nm"])
     assert row["rmse_to_crlb_z"] == pytest.approx(10.0 / bound["crlb_z_nm"])
     assert row["crlb_source"] == "ground truth"
-    assert 1.0 < row["crlb_x_nm"] < 30.0  # a few nm at w = 0.8 (the val-shard bound is ~3 nm)
+    assert 1.0 < row["crlb_x_nm"] < 30.0  # a few nm at 4,000 photons (the val-shard bound is ~3 nm)
+
+
+def test_ground_truth_without_photons_gets_no_bound(tmp_path, caplog):
+    physics = Microscope(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
+    truth = table([(0, 1000, 1000, 600)])
+    write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
+    table([(0, 1010, 1000, 610)]).to_parquet(tmp_path / "locs.parquet")
+    with caplog.at_level("WARNING"):
+        evaluate_files(tmp_path / "locs.parquet", tmp_path / "gt.parquet", tmp_path / "m.csv", movie="m")
+    row = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    assert row["tp"] == 1 and "crlb_x_nm" not in row
+    assert "gt.parquet: no 'photons' column" in caplog.text
 
 
 def test_bad_ground_truth_is_one_line(tmp_path):

@@ -61,11 +61,11 @@ def test_density_per_um2():
 
 
 def table(rows):
-    return pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm", "z_nm", "weight"][: len(rows[0])])
+    return pd.DataFrame(rows, columns=["frame", "x_nm", "y_nm", "z_nm", "photons"][: len(rows[0])])
 
 
 def test_error_table_has_estimate_minus_truth_of_matched_pairs_only():
-    truth = table([(0, 1000, 1000, 300, 0.5), (0, 3000, 3000, 600, 0.8), (1, 2000, 2000, 100, 1.0)])
+    truth = table([(0, 1000, 1000, 300, 2500.0), (0, 3000, 3000, 600, 4000.0), (1, 2000, 2000, 100, 5000.0)])
     est = table(
         [
             (0, 3030, 2960, 720),  # matches truth 1: (30, -40, 120)
@@ -75,12 +75,12 @@ def test_error_table_has_estimate_minus_truth_of_matched_pairs_only():
     )  # frame 1 has no estimate: FN
     match = match_tables(est, truth)
     errors = sweeps.error_table(est, truth, match).sort_values("z_true_nm").reset_index(drop=True)
-    assert list(errors.columns) == ["frame", "z_true_nm", "weight", "dx_nm", "dy_nm", "dz_nm"]
+    assert list(errors.columns) == ["frame", "z_true_nm", "photons", "dx_nm", "dy_nm", "dz_nm"]
     np.testing.assert_allclose(errors["dx_nm"], [3, 30])
     np.testing.assert_allclose(errors["dy_nm"], [4, -40])
     np.testing.assert_allclose(errors["dz_nm"], [5, 120])
     np.testing.assert_allclose(errors["z_true_nm"], [300, 600])
-    np.testing.assert_allclose(errors["weight"], [0.5, 0.8])
+    np.testing.assert_allclose(errors["photons"], [2500.0, 4000.0])
     # the histogram input and the table's RMSE describe the same pairs
     s = summary(est, truth, match)
     assert (s.tp, s.fp, s.fn) == (2, 1, 1)

@@ -127,7 +127,7 @@ def test_evaluate_shards_streams_chunks_and_thresholds(tmp_path):
         height=12,
         width=12,
         n_molecules=(2, 5),
-        weight_range=(0.4, 0.9),
+        photons_range=(2000.0, 4500.0),
         drift_max_nm=0.0,
     )
     paths = [tmp_path / f"s{i}.h5" for i in range(2)]
@@ -173,7 +173,7 @@ def test_nothing_to_find_and_nothing_found_gives_nan_everywhere(tmp_path):
         {
             "frame_size": [12, 12],
             "n_molecules": [0, 0],
-            "weight_range": [0.4, 0.9],
+            "photons": [2000.0, 4500.0],
             "drift_max_nm": 0.0,
             "noise": "physical",
             "noise_params": {

@@ -198,6 +198,12 @@ def test_model_for_another_psf_warns():
         meta, {"r0_nm": 150.0, "D_nm": 302.0}, [0, 400, 900, 1200], source="m.pt"
     )
     assert len(warnings) == 2 and all(w.startswith("m.pt: ") for w in warnings)
+    # a spline model: the calibration's psf_spline.h5 is compared by SHA-256
+    spline = {"psf": {"model": "spline", "file": "s.h5", "sha256": "a" * 64}, "grid": meta["grid"]}
+    planes, table2 = [0, 400, 800, 1200], {"r0_nm": 135.0, "D_nm": 300.0}
+    assert localize.check_model_psf(spline, table2, planes, source="m", spline_sha256="a" * 64) == []
+    (warning,) = localize.check_model_psf(spline, table2, planes, source="m", spline_sha256="b" * 64)
+    assert "spline PSF of another calibration" in warning and "s.h5" in warning
 
 
 def test_prefetch_gives_the_same_localizations(files):

@@ -1,5 +1,6 @@
 """Tests of the demo data generator (voxloc.simulation.demo, demo_beads, demo_movies), at reduced
-sizes of the default config."""
+sizes of the default config, with the Gaussian true PSF (``psf_model: gaussian``: fast, and
+checkable by hand)."""
 
 from __future__ import annotations
 
@@ -31,8 +32,14 @@ def config() -> dict:
     small = copy.deepcopy(cfg)
     d = small["demo"]
     d["frame_size"] = [H, W]
+    d["microscope"]["psf_model"] = "gaussian"
     d["beads"].update(
-        n_beads=12, n_slices=18, z_start_nm=-400.0, z_step_nm=100.0, n_saturated=2, n_close_pairs=1
+        n_beads=12,
+        n_slices=18,
+        z_start_nm=-400.0,
+        z_step_nm=100.0,
+        n_saturated=2,
+        n_close_pairs=1,
     )
     d["movies"]["n_frames"] = N_FRAMES
     return small
@@ -75,13 +82,45 @@ def test_microscope_from_config(microscope, config):
     mic_cfg = config["demo"]["microscope"]
     physics = microscope.physics
     assert physics.plane_z_nm == tuple(mic_cfg["plane_z_nm"])
-    assert physics.psf.r0_nm == mic_cfg["psf"]["r0_nm"]
+    assert physics.model == "gaussian" and physics.psf.r0_nm == mic_cfg["psf"]["r0_nm"]
+    # the cameras' shares of the light, normalised to sum 1
+    t = np.asarray(mic_cfg["transmission"], dtype=float)
+    np.testing.assert_allclose(physics.transmission, t / t.sum(), rtol=1e-12)
+    assert sum(physics.transmission) == pytest.approx(1.0, abs=1e-12)
+    assert len(set(physics.transmission)) > 1  # unequal, as behind real beam splitters
     assert physics.px_size_nm == config["grid"]["px_size_nm"] and not physics.integrate_pixels
     assert physics.noise.kind == "physical" and physics.noise.quantize
     assert physics.adu_per_photon == pytest.approx(4.0)  # em_gain 100 / 25 e-/ADU
     assert (microscope.height, microscope.width) == (H, W)
     np.testing.assert_allclose(microscope.registrations[0], np.eye(3))
     assert np.linalg.det(microscope.registrations[1][:2, :2]) < 0  # camera 2 is mirrored
+
+
+def test_vectorial_microscope_needs_its_psf_file(config):
+    d = copy.deepcopy(config["demo"])
+    d["microscope"]["psf_model"] = "vectorial"
+    assert demo.uses_true_psf(d) and not demo.uses_true_psf(config["demo"])
+    with pytest.raises(ValueError, match="true_psf_h5"):
+        demo.DemoMicroscope.from_config(d, config["grid"]["px_size_nm"])
+
+
+def test_render_cameras_photometry(microscope):
+    """Noise-free (kind none: photons, no offset or gain): camera k's image of a molecule of N
+    photons sums to N t_k."""
+    phys = microscope.physics
+    quiet = dataclasses.replace(
+        microscope,
+        physics=dataclasses.replace(phys, noise=NoiseModel(kind="none")),
+    )
+    s = phys.px_size_nm
+    n = 200000.0
+    table = emitter_table([0], [0.5 * W * s], [0.5 * H * s], [600.0], [n])
+    image = demo.render_cameras(quiet, table, 1, np.random.default_rng(0))[0].astype(float)
+    assert image.max() < 65535  # nothing clipped
+    for k in range(4):
+        # the whole spot lies inside the frame; the rounding to integers (±0.5 a pixel,
+        # ~sqrt(H W / 12) = 20 photons over the frame) is ~1e-3 of the ~5e4 photons
+        assert image[k].sum() == pytest.approx(n * phys.transmission[k], abs=100.0)
 
 
 def test_render_cameras_follows_registration(microscope):
@@ -92,7 +131,7 @@ def test_render_cameras_follows_registration(microscope):
     p_px = np.array([20.8, 30.6])  # camera-1 (x, y)
     s = microscope.physics.px_size_nm
     planes = microscope.physics.plane_z_nm
-    table = emitter_table([0] * 4, [p_px[0] * s] * 4, [p_px[1] * s] * 4, planes, [1.0] * 4)
+    table = emitter_table([0] * 4, [p_px[0] * s] * 4, [p_px[1] * s] * 4, planes, [5000.0] * 4)
     # four molecules at p, each in focus on one camera: camera k sees the sharp one there
     image = demo.render_cameras(quiet, table, 1, np.random.default_rng(0))[0]
     assert image.dtype == np.uint16 and image.shape == (4, H, W)
@@ -109,7 +148,7 @@ def test_render_cameras_follows_registration(microscope):
 # ---------------------------------------------------------------------------- beads
 
 
-def test_bead_tiffs(beads, config):
+def test_bead_tiffs(beads, config, microscope):
     paths, _, _, truth = beads
     n_slices = config["demo"]["beads"]["n_slices"]
     for p in paths:
@@ -121,6 +160,9 @@ def test_bead_tiffs(beads, config):
     assert len(truth["beads"]["x_nm"]) == config["demo"]["beads"]["n_beads"]
     assert truth["baseline_adu"] == 100.0 and truth["adu_per_photon"] == 4.0
     assert np.array(truth["registrations"]["camera2"]).shape == (3, 3)
+    assert truth["psf"] == microscope.physics.psf_dict()
+    np.testing.assert_allclose(truth["transmission"], microscope.physics.transmission, rtol=1e-12)
+    assert "weight" not in truth["beads"]
 
 
 def _in_focus_slice(truth: dict, k: int) -> int:
@@ -133,8 +175,8 @@ def test_bright_bead_peaks_where_truth_says(beads, microscope, k):
     _, _, stack, truth = beads
     b = truth["beads"]
     paired = {i for pair in b["close_pairs"] for i in pair}
-    singles = [i for i in range(len(b["weight"])) if i not in paired and i not in b["saturated"]]
-    bead = max(singles, key=lambda i: b["weight"][i])
+    singles = [i for i in range(len(b["photons"])) if i not in paired and i not in b["saturated"]]
+    bead = max(singles, key=lambda i: b["photons"][i])
     p_px = np.array([b["x_nm"][bead], b["y_nm"][bead]]) / truth["px_size_nm"]
     q = apply_affine(np.linalg.inv(np.array(truth["registrations"][f"camera{k + 1}"])), p_px)
     image = stack[_in_focus_slice(truth, k), k].astype(float)
@@ -143,13 +185,14 @@ def test_bright_bead_peaks_where_truth_says(beads, microscope, k):
     di, dj = np.unravel_index(np.argmax(window), window.shape)
     i, j = i0 - 3 + di, j0 - 3 + dj
     assert abs(j + 0.5 - q[0]) <= 1.0 and abs(i + 0.5 - q[1]) <= 1.0
-    # well above background: at least a third of the in-focus peak w a' / (2 pi r0^2) (Eq. 6)
-    psf = microscope.physics.psf
-    peak_adu = b["weight"][bead] * psf.a_prime / (2 * np.pi * psf.r0_nm**2) * truth["adu_per_photon"]
+    # well above background: at least a third of the in-focus peak N t_k s^2 / (2 pi r0^2)
+    psf, s = microscope.physics.psf, truth["px_size_nm"]
+    t_k = truth["transmission"][k]
+    peak_adu = b["photons"][bead] * t_k * s * s / (2 * np.pi * psf.r0_nm**2) * truth["adu_per_photon"]
     assert window.max() - truth["baseline_adu"] > peak_adu / 3
 
 
-def test_saturated_beads_clip(beads):
+def test_saturated_beads_clip(beads, config, microscope):
     _, _, stack, truth = beads
     b = truth["beads"]
     assert len(b["saturated"]) == 2
@@ -158,8 +201,14 @@ def test_saturated_beads_clip(beads):
         for k in range(4):
             q = apply_affine(np.linalg.inv(np.array(truth["registrations"][f"camera{k + 1}"])), p_px)
             assert stack[_in_focus_slice(truth, k), k, int(q[1]), int(q[0])] == 65535
-    unsaturated = np.delete(np.arange(len(b["weight"])), b["saturated"])
-    assert max(np.array(b["weight"])[unsaturated]) <= 30.0
+    photons = np.array(b["photons"])
+    lo, hi = config["demo"]["beads"]["photons"]
+    unsaturated = np.delete(np.arange(len(photons)), b["saturated"])
+    assert photons[unsaturated].min() >= lo and photons[unsaturated].max() <= hi
+    # saturating photons: at least twice the brightest ordinary bead
+    want = demo_beads._saturating_photons(microscope, hi)
+    np.testing.assert_allclose(photons[b["saturated"]], want, atol=0.05)
+    assert want >= 2 * hi
 
 
 def test_close_pairs_hot_pixels_and_margins(beads, microscope):
@@ -203,6 +252,20 @@ def test_too_many_beads(microscope, config):
     cfg = dict(config["demo"]["beads"], n_beads=400)
     with pytest.raises(ValueError, match="cannot place"):
         demo_beads.make_bead_stacks(microscope, cfg, np.random.default_rng(0))
+
+
+def test_default_demo_config_places_its_beads():
+    """The shipped demo (96 x 96 px, demo.beads as configured) has room for all its beads."""
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    d = copy.deepcopy(cfg["demo"])
+    d["microscope"]["psf_model"] = "gaussian"  # the placement does not depend on the PSF
+    mic = demo.DemoMicroscope.from_config(d, cfg["grid"]["px_size_nm"])
+    b = d["beads"]
+    n_pairs = int(b["n_close_pairs"])
+    xy, pairs = demo_beads.place_beads(
+        mic, int(b["n_beads"]) - 2 * n_pairs, n_pairs, np.random.default_rng(0)
+    )
+    assert len(xy) == int(b["n_beads"]) and len(pairs) == n_pairs
 
 
 # ---------------------------------------------------------------------------- movies
@@ -250,7 +313,7 @@ def test_movie_layouts_and_ground_truth(config, microscope, tmp_path):
     assert truth["x_nm"].between(0, W * s).all() and truth["y_nm"].between(0, H * s).all()
     z0, z1 = config["demo"]["movies"]["z_range_nm"]
     assert truth["z_nm"].between(z0, z1).all()
-    assert truth["weight"].between(*config["demo"]["movies"]["weight_range"]).all()
+    assert truth["photons"].between(*config["demo"]["movies"]["photons"]).all()
     assert len(truth) == pytest.approx(N_FRAMES * config["demo"]["movies"]["molecules_per_frame"], rel=0.3)
     meta = pq.read_schema(gt1).metadata
     assert meta[b"coordinates"] == b"camera 1" and float(meta[b"px_size_nm"]) == s

@@ -38,9 +38,10 @@ def small_settings() -> SimulationSettings:
         px_size_nm=160.0,
         noise=NoiseModel("physical", background=4.0, read_noise_var=2.0, em_gain=30.0, baseline_adu=100.0),
         integrate_pixels=True,
+        transmission=(0.3, 0.2, 0.3, 0.2),
     )
     return SimulationSettings(
-        physics, height=8, width=10, n_molecules=(1, 4), weight_range=(0.4, 0.9), drift_max_nm=30.0
+        physics, height=8, width=10, n_molecules=(1, 4), photons_range=(2000.0, 4500.0), drift_max_nm=30.0
     )
 
 
@@ -87,10 +88,12 @@ def test_schema(tmp_path):
         assert frames.attrs["axes"] == "TPYX"
         assert frames.attrs["units"] == "ADU"
         em = h5["emitters"]
-        assert em.dtype.names == ("frame", "x_nm", "y_nm", "z_nm", "weight")
+        assert em.dtype.names == ("frame", "x_nm", "y_nm", "z_nm", "photons")
         assert em.dtype["frame"] == np.int32
-        for c in ("x_nm", "y_nm", "z_nm", "weight"):
+        for c in ("x_nm", "y_nm", "z_nm", "photons"):
             assert em.dtype[c] == np.float32
+        assert "photons" in em.attrs["units"]
+        assert np.all((em["photons"] >= 2000.0) & (em["photons"] <= 4500.0))
         offsets = h5["emitter_offsets"][()]
         assert offsets.shape == (N_FRAMES + 1,) and offsets.dtype == np.int64
         assert offsets[0] == 0 and offsets[-1] == em.shape[0]
@@ -110,6 +113,7 @@ def test_schema(tmp_path):
         "psf.D_nm": 302.0,
         "psf.A": 7.37e-4,
         "psf.B": 6.27e-3,
+        "transmission": [0.3, 0.2, 0.3, 0.2],
         "noise.kind": "physical",
         "noise.background": 4.0,
         "noise.read_noise_var": 2.0,
@@ -122,7 +126,7 @@ def test_schema(tmp_path):
         "grid.px_size_nm": 160.0,
         "grid.plane_z_nm": [0.0, 350.0, 800.0, 1250.0],
         "sim.n_molecules": [1, 4],
-        "sim.weight_range": [0.4, 0.9],
+        "sim.photons": [2000.0, 4500.0],
         "sim.drift_max_nm": 30.0,
         "sim.integrate_pixels": True,
         "seed": 17,
@@ -139,9 +143,11 @@ def test_schema(tmp_path):
     assert "settings_json" in attrs and "seed_entropy" in attrs
     # the stored layout: the microscope's pixel and planes under grid, its pixel sampling under sim
     doc = json.loads(attrs["settings_json"])
-    assert list(doc) == ["grid", "psf", "noise", "sim"]
+    assert list(doc) == ["grid", "psf", "transmission", "noise", "sim"]
     assert list(doc["grid"]) == ["height", "width", "px_size_nm", "plane_z_nm"]
-    assert list(doc["sim"]) == ["n_molecules", "weight_range", "drift_max_nm", "integrate_pixels"]
+    assert doc["psf"] == st.physics.psf_dict() == PSFParams(b=1.5, r0_nm=140.0).to_dict()
+    assert doc["transmission"] == [0.3, 0.2, 0.3, 0.2]
+    assert list(doc["sim"]) == ["n_molecules", "photons", "drift_max_nm", "integrate_pixels"]
     assert shard_attrs(path)["grid.plane_z_nm"] == [0.0, 350.0, 800.0, 1250.0]
     assert shard_length(path) == N_FRAMES
 
@@ -169,7 +175,16 @@ def test_read_settings_round_trip(tmp_path):
     path = tmp_path / "s.h5"
     st = small_settings()
     simulate_shard(path, 2, st, seed=0, dataset="train", index=0)
-    assert read_settings(path) == st
+    back = read_settings(path)
+    assert back == st
+    assert back.physics.transmission == (0.3, 0.2, 0.3, 0.2) and back.photons_range == (2000.0, 4500.0)
+
+
+def test_settings_without_transmission_are_equal_shares():
+    # settings stored before the transmission existed: every plane got the same share
+    d = shards.settings_to_dict(small_settings())
+    del d["transmission"]
+    assert shards.settings_from_dict(d).physics.transmission == (0.25, 0.25, 0.25, 0.25)
 
 
 def test_noise_none_shard_is_expected_image(tmp_path):

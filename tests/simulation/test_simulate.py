@@ -25,7 +25,7 @@ S = 192.0
 A_PRIME, R0, D, A, B = 5.00e7, 133.0, 302.0, 7.37e-4, 6.27e-3
 
 
-PHYSICS = {"psf", "plane_z_nm", "px_size_nm", "noise", "integrate_pixels"}
+PHYSICS = {"psf", "plane_z_nm", "px_size_nm", "noise", "integrate_pixels", "transmission"}
 
 
 def settings(**kw) -> SimulationSettings:
@@ -40,11 +40,14 @@ def test_table3_defaults():
     st = SimulationSettings()
     assert (st.grid.height, st.grid.width, st.grid.px_size_nm) == (64, 64, 192.0)
     assert st.n_molecules == (50, 50)
-    assert st.weight_range == (0.3, 1.0)
+    # the paper's weights w in [0.3, 1] as detected photons summed over the planes: 4 w a' / s^2
+    assert st.photons_range == (1627.6, 5425.3)
+    np.testing.assert_allclose(st.photons_range, [4 * w * A_PRIME / S**2 for w in (0.3, 1.0)], atol=0.05)
     assert st.drift_max_nm == 48.0
     # the nominal microscope; the voxel grid follows its pixel and planes
     assert st.physics.psf.r0_nm == R0 and st.physics.noise.kind == "paper" and not st.physics.integrate_pixels
     assert st.grid.plane_z_nm == st.physics.plane_z_nm == (0.0, 400.0, 800.0, 1200.0)
+    assert st.physics.transmission == (0.25, 0.25, 0.25, 0.25)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +55,9 @@ def test_table3_defaults():
     [
         {"n_molecules": (5, 2)},
         {"n_molecules": (-1, 2)},
-        {"weight_range": (1.0, 0.3)},
+        {"photons_range": (5000.0, 1000.0)},
+        {"photons_range": (-1.0, 1000.0)},
+        {"transmission": (0.5, 0.5, 0.5, 0.5)},  # shares must sum to 1
         {"drift_max_nm": -1.0},
         {"plane_z_nm": (0.0, 400.0, 300.0, 1200.0)},  # no voxel grid
     ],
@@ -62,8 +67,8 @@ def test_settings_reject_bad_values(kw):
         settings(**kw)
 
 
-def test_sample_emitters_counts_positions_weights():
-    st = settings(weight_range=(0.3, 0.9))
+def test_sample_emitters_counts_positions_photons():
+    st = settings(photons_range=(1500.0, 6000.0))
     n_frames = 300
     em = sample_emitters(n_frames, st, np.random.default_rng(0))
     assert list(em.columns) == list(EMITTER_COLUMNS)
@@ -78,11 +83,12 @@ def test_sample_emitters_counts_positions_weights():
     assert em["x_nm"].min() >= 0 and em["x_nm"].max() <= 10 * S
     assert em["y_nm"].min() >= 0 and em["y_nm"].max() <= 12 * S
     assert em["z_nm"].min() >= -200 and em["z_nm"].max() <= 1400
-    assert em["weight"].min() >= 0.3 and em["weight"].max() <= 0.9
+    assert em["photons"].min() >= 1500.0 and em["photons"].max() <= 6000.0
     # uniform: the means are near the centres (3 SE of a uniform: width / sqrt(12 n))
     n = len(em)
     assert abs(em["x_nm"].mean() - 5 * S) < 5 * 10 * S / math.sqrt(12 * n)
     assert abs(em["z_nm"].mean() - 600.0) < 5 * 1600 / math.sqrt(12 * n)
+    assert abs(em["photons"].mean() - 3750.0) < 5 * 4500 / math.sqrt(12 * n)
 
 
 def test_sample_emitters_fixed_and_zero_count():
@@ -101,8 +107,11 @@ def test_sample_drift():
     np.testing.assert_array_equal(sample_drift(3, 4, 0.0, np.random.default_rng(3)), 0.0)
 
 
-def hand_pixel(em: pd.DataFrame, drift, frame: int, k: int, i: int, j: int, plane_z, b: float = 0.0) -> float:
-    """Σ_m w a(x) exp(-|x_ij - (x_m + Δk)|² / (2 r²)) + b, Eqs. 3-7 by hand."""
+def hand_pixel(
+    em: pd.DataFrame, drift, frame: int, k: int, i: int, j: int, plane_z, b: float = 0.0, t=(0.25,) * 4
+) -> float:
+    """Σ_m N_m t_k s² / (2 π r²) exp(-|x_ij - (x_m + Δk)|² / (2 r²)) + b, Eqs. 3-7 by hand
+    (Eq. 6 with w a' = N t_k s²)."""
     xc, yc = (j + 0.5) * S, (i + 0.5) * S
     total = 0.0
     for row in em[em["frame"] == frame].itertuples():
@@ -111,21 +120,27 @@ def hand_pixel(em: pd.DataFrame, drift, frame: int, k: int, i: int, j: int, plan
         dx = xc - (float(row.x_nm) + float(drift[frame, k, 0]))
         dy = yc - (float(row.y_nm) + float(drift[frame, k, 1]))
         total += (
-            float(row.weight) * A_PRIME / (2 * math.pi * r * r) * math.exp(-(dx * dx + dy * dy) / (2 * r * r))
+            float(row.photons)
+            * t[k]
+            * S
+            * S
+            / (2 * math.pi * r * r)
+            * math.exp(-(dx * dx + dy * dy) / (2 * r * r))
         )
     return total + b
 
 
-@pytest.mark.parametrize("b", [0.0, 2.5])
-def test_expected_frames_hand_sum(b):
-    st = settings(psf=PSFParams(b=b))
+@pytest.mark.parametrize(("b", "t"), [(0.0, None), (2.5, None), (0.0, (0.27, 0.22, 0.28, 0.23))])
+def test_expected_frames_hand_sum(b, t):
+    st = settings(psf=PSFParams(b=b), transmission=t)
+    shares = st.physics.transmission
     em = pd.DataFrame(
         {
             "frame": [0, 0, 0, 2],  # frame 1 is empty
             "x_nm": [700.0, 900.0, 1500.0, 400.0],
             "y_nm": [800.0, 1000.0, 300.0, 2000.0],
             "z_nm": [0.0, 650.0, 1300.0, -150.0],
-            "weight": [1.0, 0.5, 0.8, 0.3],
+            "photons": [5425.3, 2712.6, 4340.2, 1627.6],
         }
     )
     drift = np.zeros((3, 4, 2), dtype=np.float32)
@@ -133,7 +148,7 @@ def test_expected_frames_hand_sum(b):
     out = expected_frames(em, drift, st)
     assert out.shape == (3, 4, 12, 10) and out.dtype == np.float32
     planes = st.grid.plane_z_nm
-    for t, k, i, j in [
+    for f, k, i, j in [
         (0, 0, 4, 3),
         (0, 1, 5, 4),
         (0, 3, 1, 7),
@@ -142,8 +157,8 @@ def test_expected_frames_hand_sum(b):
         (2, 3, 10, 2),
         (0, 0, 11, 0),
     ]:
-        assert out[t, k, i, j] == pytest.approx(
-            hand_pixel(em, drift, t, k, i, j, planes, b), rel=1e-5, abs=1e-5
+        assert out[f, k, i, j] == pytest.approx(
+            hand_pixel(em, drift, f, k, i, j, planes, b, shares), rel=1e-5, abs=1e-5
         )
     np.testing.assert_allclose(out[1], b, atol=1e-6)
     # the batch size does not matter
@@ -152,7 +167,7 @@ def test_expected_frames_hand_sum(b):
 
 def test_expected_frames_drift_moves_planes_2_to_4():
     st = settings()
-    em = pd.DataFrame({"frame": [0], "x_nm": [960.0], "y_nm": [1152.0], "z_nm": [600.0], "weight": [1.0]})
+    em = pd.DataFrame({"frame": [0], "x_nm": [960.0], "y_nm": [1152.0], "z_nm": [600.0], "photons": [5425.3]})
     still = expected_frames(em, np.zeros((1, 4, 2)), st)
     drift = np.zeros((1, 4, 2))
     drift[0, 2] = [S, 0.0]  # plane 3 sees the molecule one pixel to the right

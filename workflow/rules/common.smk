@@ -90,6 +90,7 @@ MODEL = (
 )
 AFFINE = "results/calibration/affine.yaml"
 PSF_CALIBRATION = "results/calibration/psf.yaml"
+PSF_SPLINE = "results/calibration/psf_spline.h5"
 RUN_SUMMARY = "results/run_summary.tsv"
 
 
@@ -136,8 +137,19 @@ def get_bead_tiffs(wildcards):
 
 
 def simulation_psf(wildcards):
-    """The bead calibration's psf.yaml when the simulation uses it (psf.source)."""
-    return [PSF_CALIBRATION] if config["psf"]["source"] == "calibration" else []
+    """The bead calibration's files the simulation uses (psf.source, psf.model): psf.yaml
+    (planes, transmission, the Gaussian) and, for the spline, psf_spline.h5."""
+    if config["psf"]["source"] != "calibration":
+        return {}
+    files = {"psf": PSF_CALIBRATION}
+    if config["psf"]["model"] == "spline":
+        files["spline"] = PSF_SPLINE
+    return files
+
+
+def localize_psf(wildcards):
+    """The spline PSF the chunks check the model against (psf.model: spline)."""
+    return {"spline": PSF_SPLINE} if config["psf"]["model"] == "spline" else {}
 
 
 def crlb_physics():
@@ -146,6 +158,7 @@ def crlb_physics():
     """
     sim = config["simulation"]
     return {
+        "model": config["psf"]["model"],
         "table2": config["psf"]["table2"],
         "plane_z_nm": config["grid"]["plane_z_nm"],
         "px_size_nm": config["grid"]["px_size_nm"],
@@ -153,6 +166,13 @@ def crlb_physics():
         "noise": sim["noise"],
         "noise_params": sim["noise_params"],
     }
+
+
+def demo_true_psf(wildcards):
+    """The tabulated vectorial PSF of the demo's true microscope, if it has one."""
+    if config["demo"]["microscope"]["psf_model"] != "vectorial":
+        return {}
+    return {"true_psf": f"{config['demo']['out_dir']}/true_psf.h5"}
 
 
 def demo_files():
@@ -285,6 +305,8 @@ def get_final_output():
     out = demo_outputs()
     out += [AFFINE, PSF_CALIBRATION]
     out += ["results/calibration/affine_qc.png", "results/calibration/psf_qc.png"]
+    if config["psf"]["model"] == "spline":
+        out += [PSF_SPLINE, "results/calibration/psf_spline_qc.png"]
     if TRAIN:  # else localize.model: no simulation, no training
         out += [p for name in DATASETS for p in shard_paths(name)]
         out += [MODEL]

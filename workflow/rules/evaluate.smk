@@ -1,18 +1,28 @@
 # Evaluation against ground truth (voxloc.evaluation.evaluate, voxloc.physics.crlb, voxloc.evaluation.voxel_metrics):
 # per movie with a ground truth in the sample sheet, the localization-level metrics and the
-# Cramér-Rao bound; on the validation shards, the voxel-level Tables 4-5 of the paper. Each
-# table is also written as an HTML page (voxloc.evaluation.html_tables), which the report
-# shows on the page; the TSV stays for download.
+# Cramér-Rao bound, and the same per 100 nm bin of true z with its figure
+# (voxloc.evaluation.depth, from the per-molecule table: the bound is computed once); on the
+# validation shards, the voxel-level Tables 4-5 of the paper. Each table is also written as
+# an HTML page (voxloc.evaluation.html_tables), which the report shows on the page; the TSV
+# stays for download.
 
 
 rule evaluate_movie:
     input:
+        unpack(simulation_psf),
         locs="results/localizations/{movie}.parquet",
         truth=ground_truth,
-        psf=simulation_psf,
     output:
         metrics="results/evaluation/{movie}.csv",
         molecules="results/evaluation/{movie}.molecules.parquet",
+        depth="results/evaluation/{movie}_depth.tsv",
+        depth_png=report(
+            "results/evaluation/{movie}_depth.png",
+            caption="../report/evaluate_depth.rst",
+            category="4. Evaluation",
+            subcategory="Depth",
+            labels={"movie": "{movie}"},
+        ),
     log:
         "logs/evaluate/{movie}.log",
     benchmark:

@@ -23,6 +23,7 @@ checkpoint movie_info:
 
 rule localize_chunk:
     input:
+        unpack(localize_psf),
         movie=movie_tiffs,
         info="results/movies/{movie}/info.yaml",
         model=MODEL,

@@ -3,7 +3,7 @@
 
 rule simulate_shard:
     input:
-        psf=simulation_psf,
+        unpack(simulation_psf),
     output:
         "results/simulation/{dataset}/shard-{index}.h5",
     log:

@@ -159,17 +159,21 @@ def _nm(z: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.1f}" for v in z) + "]"
 
 
-def load_spline_reference(path: str, sha256: str = "") -> SplinePSF:
-    """The spline PSF that metadata refers to (file and SHA-256, see
-    :meth:`voxloc.physics.microscope.Microscope.psf_dict`); InputError (one line naming the
-    file) when it is missing or no longer the file the reference was made from."""
+def load_spline_reference(ref: Mapping[str, Any]) -> SplinePSF:
+    """The spline PSF that metadata refers to (:meth:`voxloc.physics.microscope.Microscope.psf_dict`:
+    ``file`` as given, relative to the working directory, else ``abs_file``; ``sha256``);
+    InputError (one line naming the file) when it is missing or no longer the file the
+    reference was made from."""
     from voxloc.io import file_sha256
 
-    if not Path(path).is_file():
+    path = str(ref["file"])
+    found = next((p for p in (path, ref.get("abs_file")) if p and Path(p).is_file()), None)
+    if found is None:
         raise InputError(f"{path}: the spline PSF file referred to is missing")
-    if sha256 and file_sha256(path) != sha256:
+    sha256 = str(ref.get("sha256", ""))
+    if sha256 and file_sha256(found) != sha256:
         raise InputError(
-            f"{path}: the spline PSF file changed since it was used (another calibration?): "
+            f"{found}: the spline PSF file changed since it was used (another calibration?): "
             "rerun the steps that used it"
         )
-    return load_spline_psf(path)
+    return load_spline_psf(found)

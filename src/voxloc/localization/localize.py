@@ -220,12 +220,24 @@ def localize_frames(movie: Movie, model: TrainedModel, resampler: Resampler, **o
 
 
 def check_model_psf(
-    meta: Mapping[str, Any], psf: Mapping[str, float], plane_z_nm: Sequence[float], *, source: str
+    meta: Mapping[str, Any],
+    psf: Mapping[str, float],
+    plane_z_nm: Sequence[float],
+    *,
+    source: str,
+    spline_sha256: str | None = None,
 ) -> list[str]:
     """Warnings when a model was trained for another PSF or other planes than the current
-    calibration (r0, D off by > 5 %, a plane off by > 50 nm)."""
+    calibration (Gaussian: r0, D off by > 5 %; spline: another psf_spline.h5, by SHA-256,
+    ``spline_sha256`` that of the current one; a plane off by > 50 nm)."""
     warnings = []
     trained = meta.get("psf") or {}
+    if trained.get("model") == "spline" and spline_sha256 is not None:
+        if trained.get("sha256") and trained["sha256"] != spline_sha256:
+            warnings.append(
+                f"{source}: model trained for the spline PSF of another calibration "
+                f"({trained.get('file')}, SHA-256 {trained['sha256'][:12]}, now {spline_sha256[:12]})"
+            )
     for key in ("r0_nm", "D_nm"):
         if key in trained and key in psf and abs(trained[key] - psf[key]) > 0.05 * abs(psf[key]):
             warnings.append(
@@ -282,6 +294,7 @@ def run_chunk(
     adu_per_photon: float,
     options: LocalizeOptions | None = None,
     psf_calibration: str | Path | None = None,
+    spline_calibration: str | Path | None = None,
 ) -> int:
     """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
 
@@ -290,8 +303,9 @@ def run_chunk(
     prefetch the localization runs in a second background thread too, so that writing
     Parquet overlaps the next batch.
 
-    With ``psf_calibration`` (psf.yaml of the bead calibration) a model trained for another
-    PSF or other plane positions is reported as a warning in the log.
+    With ``psf_calibration`` (psf.yaml of the bead calibration, and ``spline_calibration``, its
+    psf_spline.h5) a model trained for another PSF or other plane positions is reported as a
+    warning in the log.
     """
     import torch
 
@@ -306,7 +320,14 @@ def run_chunk(
         from voxloc.calibration.files import load_psf
 
         psf, planes = load_psf(psf_calibration)
-        for warning in check_model_psf(model.meta, psf.to_dict(), planes, source=str(model_path)):
+        sha = None
+        if spline_calibration is not None:
+            from voxloc.io import file_sha256
+
+            sha = file_sha256(spline_calibration)
+        for warning in check_model_psf(
+            model.meta, psf.to_dict(), planes, source=str(model_path), spline_sha256=sha
+        ):
             log.warning("%s", warning)
     _limit_heap_fragmentation()
     n = 0

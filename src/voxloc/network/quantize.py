@@ -15,6 +15,7 @@ and its deprecation warnings are silenced here.
 from __future__ import annotations
 
 import copy
+import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +25,8 @@ import torch
 from torch import nn
 
 __all__ = ["ENGINE", "QuantizedVoxelNet", "quantize_int8", "calibration_frames"]
+
+log = logging.getLogger(__name__)
 
 #: the quantized engine: oneDNN (x86 VNNI / AMX; full-range 8-bit activations)
 ENGINE = "onednn"
@@ -49,17 +52,26 @@ class QuantizedVoxelNet(nn.Module):
 def calibration_frames(meta: Mapping[str, Any], n_frames: int = 32, seed: int = 20201103) -> np.ndarray:
     """Frames in photons (T, P, H, W) simulated like the model's training frames (paper noise
     and the default grid when the model file holds no simulation settings)."""
+    from voxloc.errors import InputError
     from voxloc.physics.microscope import Microscope
-    from voxloc.physics.noise import to_photons
+    from voxloc.physics.noise import NoiseModel, to_photons
     from voxloc.simulation.settings import SimulationSettings
     from voxloc.simulation.shards import settings_from_dict
     from voxloc.simulation.simulate import simulate_frames
 
+    settings = None
+    noise = NoiseModel()
     if "simulation" in meta:
-        settings = settings_from_dict(meta["simulation"])
-    else:
+        noise = NoiseModel(**meta["simulation"]["noise"])
+        try:
+            settings = settings_from_dict(meta["simulation"])
+        except InputError as exc:  # e.g. a model reused where its spline PSF file is not
+            log.warning("int8 calibration frames with the Table 2 PSF instead: %s", exc)
+    if settings is None:
         g = meta["grid"]
-        physics = Microscope(plane_z_nm=tuple(g["plane_z_nm"]), px_size_nm=float(g["px_size_nm"]))
+        physics = Microscope(
+            plane_z_nm=tuple(g["plane_z_nm"]), px_size_nm=float(g["px_size_nm"]), noise=noise
+        )
         settings = SimulationSettings(physics, height=64, width=64)
     sim = simulate_frames(n_frames, settings, np.random.default_rng(seed))
     return to_photons(sim.frames, settings.physics.noise)

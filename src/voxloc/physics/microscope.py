@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -142,7 +143,10 @@ class Microscope:
         if isinstance(self.psf, SplinePSF):
             if not self.psf_file:
                 raise ValueError("a spline PSF is stored by reference: the Microscope needs its psf_file")
-            return {"model": "spline", "file": self.psf_file, "sha256": self.psf_sha256}
+            # the path as given (relative to the working directory, which may move) and as an
+            # absolute path (for readers elsewhere); the SHA-256 tells the file that was used
+            absolute = os.path.abspath(self.psf_file)
+            return {"model": "spline", "file": self.psf_file, "abs_file": absolute, "sha256": self.psf_sha256}
         return self.psf.to_dict()
 
     def metadata(self) -> dict[str, str]:
@@ -161,11 +165,11 @@ class Microscope:
 
     @classmethod
     def from_metadata(
-        cls, meta: Mapping[str, str], *, load_spline: Callable[[str, str], SplinePSF] | None = None
+        cls, meta: Mapping[str, str], *, load_spline: Callable[[Mapping], SplinePSF] | None = None
     ) -> Microscope:
         """The microscope of Parquet metadata written with :meth:`metadata` plus ``px_size_nm``
         (``integrate_pixels`` and ``transmission`` may be absent: false, equal). A spline
-        reference is read with ``load_spline(file, sha256)`` (e.g.
+        reference (:meth:`psf_dict`) is read with ``load_spline(reference)`` (e.g.
         :func:`voxloc.calibration.spline_files.load_spline_reference`). Raises KeyError,
         ValueError or TypeError on missing or malformed values."""
         psf_d = json.loads(meta["psf"])
@@ -189,14 +193,14 @@ class Microscope:
         noise: Mapping,
         integrate_pixels: bool = False,
         transmission=None,
-        load_spline: Callable[[str, str], SplinePSF] | None = None,
+        load_spline: Callable[[Mapping], SplinePSF] | None = None,
     ) -> Microscope:
         """A microscope from JSON-able parts (:meth:`psf_dict`, planes, pixel, noise dict)."""
         extra: dict = {}
         if psf.get("model") == "spline":
             if load_spline is None:
                 raise ValueError(f"a spline PSF ({psf.get('file')}) needs a loader here")
-            model = load_spline(str(psf["file"]), str(psf.get("sha256", "")))
+            model = load_spline(psf)
             extra = {"psf_file": str(psf["file"]), "psf_sha256": str(psf.get("sha256", ""))}
         else:
             model = PSFParams.from_dict(dict(psf))

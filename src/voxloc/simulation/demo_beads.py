@@ -3,7 +3,9 @@
 The beads lie on the coverslip, at least a margin inside every camera's field; the stage
 moves them through the focal planes slice by slice. Some are bright enough to saturate,
 two of them form close pairs, the background has a linear slope and each camera has a few
-hot pixels: what the bead calibration must cope with on real stacks.
+hot pixels: what the bead calibration must cope with on real stacks. Beads are placed at
+random a few pixels apart, so the halos of defocused beads overlap their neighbours' (the
+spline calibration models them).
 
 Files: one TIFF per camera, Z x H x W uint16 (axes ``ZYX``), and ``truth.yaml``: the true
 microscope (PSF, planes, camera, registrations) and every bead, pair, slope and hot pixel.
@@ -83,12 +85,17 @@ def place_beads(
     return xy_nm, pairs
 
 
-def _saturating_weight(microscope: DemoMicroscope, weight_max: float) -> float:
-    """A bead weight whose in-focus peak exceeds 65535 ADU by 50 % even at a pixel corner (Eq. 6)."""
-    p = microscope.physics.psf
-    corner = math.exp(-((microscope.physics.px_size_nm / 2) ** 2) / p.r0_nm**2)
-    peak_adu = p.a_prime / (2 * math.pi * p.r0_nm**2) * corner * microscope.physics.adu_per_photon
-    return max(2.0 * weight_max, 1.5 * (65535.0 - microscope.physics.noise.baseline_adu) / peak_adu)
+def _saturating_photons(microscope: DemoMicroscope, photons_max: float) -> float:
+    """Bead photons whose in-focus peak exceeds 65535 ADU by 50 % even at a pixel corner."""
+    phys = microscope.physics
+    s = phys.px_size_nm
+    # one photon at a pixel corner, in focus of each plane in turn: the faintest peak
+    peaks = [
+        float(phys.render(np.full((1, phys.n_planes, 2), s), np.array([z]), np.ones(1), (2, 2), dtype=np.float64)[k].max())
+        for k, z in enumerate(phys.plane_z_nm)
+    ]  # fmt: skip
+    peak_adu = min(peaks) * phys.adu_per_photon
+    return max(2.0 * photons_max, 1.5 * (65535.0 - phys.noise.baseline_adu) / peak_adu)
 
 
 def _slope_background(microscope: DemoMicroscope, slope: float, rng: np.random.Generator):
@@ -129,7 +136,7 @@ def make_bead_stacks(
     """Bead z-stacks (Z, 4, H, W) uint16 and their truth (config ``demo.beads``).
 
     All beads lie on the coverslip; at slice n the stage has moved them to depth
-    z = z_start_nm + n z_step_nm. A bead of weight w images as w times the PSF of Eq. 4;
+    z = z_start_nm + n z_step_nm. A bead of N photons images as N t_k times plane k's PSF;
     saturated beads are simply bright enough to clip at 65535, close pairs are 250-400 nm
     apart, the background has a linear slope and each camera has a few hot pixels.
     """
@@ -138,12 +145,12 @@ def make_bead_stacks(
     if n_singles < int(bead_cfg["n_saturated"]):
         raise ValueError(f"demo.beads: {n_beads} beads leave too few singles for the saturated ones")
     xy_nm, pairs = place_beads(microscope, n_singles, n_pairs, rng)
-    w_lo, w_hi = (float(v) for v in bead_cfg["weight_range"])
-    weight = rng.uniform(w_lo, w_hi, n_beads)
+    p_lo, p_hi = (float(v) for v in bead_cfg["photons"])
+    photons = rng.uniform(p_lo, p_hi, n_beads)
     saturated = sorted(int(i) for i in rng.choice(n_singles, int(bead_cfg["n_saturated"]), replace=False))
-    weight[saturated] = _saturating_weight(microscope, w_hi)
+    photons[saturated] = _saturating_photons(microscope, p_hi)
     # rounded, so the truth file holds what was rendered (to float32 precision) readably
-    xy_nm, weight = np.round(xy_nm, 3), np.round(weight, 4)
+    xy_nm, photons = np.round(xy_nm, 3), np.round(photons, 1)
 
     n_slices = int(bead_cfg["n_slices"])
     z_start, z_step = float(bead_cfg["z_start_nm"]), float(bead_cfg["z_step_nm"])
@@ -153,7 +160,7 @@ def make_bead_stacks(
         np.tile(xy_nm[:, 0], n_slices),
         np.tile(xy_nm[:, 1], n_slices),
         np.repeat(z_slice, n_beads),
-        np.tile(weight, n_slices),
+        np.tile(photons, n_slices),
     )
     slope = float(bead_cfg["background_slope"])
     ramps, slope_deg = _slope_background(microscope, slope, rng)
@@ -169,7 +176,8 @@ def make_bead_stacks(
         "frame_size": [microscope.height, microscope.width],
         "registration_convention": "T_k maps camera-k pixel coords (x=col+0.5, y=row+0.5) to camera 1",
         "registrations": {f"camera{k + 1}": t for k, t in enumerate(microscope.registrations)},
-        "psf": microscope.physics.psf.to_dict(),
+        "psf": microscope.physics.psf_dict(),
+        "transmission": list(microscope.physics.transmission),
         "integrate_pixels": microscope.physics.integrate_pixels,
         "plane_z_nm": list(microscope.physics.plane_z_nm),
         "camera": microscope.physics.noise.to_dict(),
@@ -181,7 +189,7 @@ def make_bead_stacks(
         "beads": {
             "x_nm": xy_nm[:, 0],
             "y_nm": xy_nm[:, 1],
-            "weight": weight,
+            "photons": photons,
             "saturated": saturated,
             "close_pairs": pairs,
         },

@@ -111,7 +111,7 @@ def make_movie(
 
     Per frame N ~ Poisson(molecules_per_frame) molecules uniform by arc length on the
     filaments, displaced by isotropic N(0, jitter_nm²) (z clipped to ``z_range_nm``), with
-    weights U(weight_range); rendered by :func:`render_cameras`.
+    photons U(photons) (summed over the planes); rendered by :func:`render_cameras`.
     """
     z_range = tuple(float(v) for v in movie_cfg["z_range_nm"])
     control = make_filaments(
@@ -125,9 +125,9 @@ def make_movie(
     n = int(counts.sum())
     xyz = sample_on_filaments(control, n, rng) + rng.normal(0.0, float(movie_cfg["jitter_nm"]), (n, 3))
     xyz[:, 2] = np.clip(xyz[:, 2], *z_range)
-    w_lo, w_hi = (float(v) for v in movie_cfg["weight_range"])
+    p_lo, p_hi = (float(v) for v in movie_cfg["photons"])
     truth = emitter_table(
-        np.repeat(np.arange(n_frames), counts), xyz[:, 0], xyz[:, 1], xyz[:, 2], rng.uniform(w_lo, w_hi, n)
+        np.repeat(np.arange(n_frames), counts), xyz[:, 0], xyz[:, 1], xyz[:, 2], rng.uniform(p_lo, p_hi, n)
     )
     log.info("rendering %d frames x %d cameras, %d molecules", n_frames, N_PLANES, n)
     return render_cameras(microscope, truth, n_frames, rng), truth

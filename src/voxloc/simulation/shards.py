@@ -3,7 +3,7 @@
 Layout of ``shard-NNNN.h5``:
 
 * ``frames``   (N, P, H, W) float32, one frame per chunk, compressed;
-* ``emitters`` compound table (frame int32, x_nm, y_nm, z_nm, weight float32), camera-1 nm;
+* ``emitters`` compound table (frame int32, x_nm, y_nm, z_nm, photons float32: detected photons summed over the planes), camera-1 nm;
 * ``emitter_offsets`` (N + 1,) int64: the emitters of frame t are rows
   ``offsets[t]:offsets[t + 1]`` (the table is sorted by frame), for random access;
 * ``drift_nm`` (N, P, 2) float32, the lateral drift Δk of each plane (Eq. 7), Δ1 = 0;
@@ -35,11 +35,10 @@ import numpy as np
 import pandas as pd
 
 from voxloc import provenance
+from voxloc.calibration.spline_files import load_spline_reference
 from voxloc.errors import InputError
 from voxloc.io import atomic_output
 from voxloc.physics.microscope import Microscope
-from voxloc.physics.noise import NoiseModel
-from voxloc.physics.psf import PSFParams
 from voxloc.simulation.settings import SimulationSettings
 from voxloc.simulation.simulate import EMITTER_COLUMNS, SimulatedFrames, simulate_frames
 from voxloc.types import FloatArray
@@ -72,7 +71,8 @@ def settings_to_dict(settings: SimulationSettings) -> dict:
     """Settings as plain JSON-able data (the inverse of :func:`settings_from_dict`).
 
     The layout predates :class:`voxloc.physics.microscope.Microscope` and is kept as stored
-    in shards and models: the pixel and planes under ``grid``, the pixel sampling under ``sim``.
+    in shards and models: the pixel and planes under ``grid``, the pixel sampling under ``sim``;
+    ``psf`` is Table 2's parameters or a spline's file reference (:meth:`Microscope.psf_dict`).
     """
     grid, physics = settings.grid, settings.physics
     return {
@@ -82,11 +82,12 @@ def settings_to_dict(settings: SimulationSettings) -> dict:
             "px_size_nm": grid.px_size_nm,
             "plane_z_nm": list(grid.plane_z_nm),
         },
-        "psf": physics.psf.to_dict(),
+        "psf": physics.psf_dict(),
+        "transmission": list(physics.transmission),
         "noise": physics.noise.to_dict(),
         "sim": {
             "n_molecules": list(settings.n_molecules),
-            "weight_range": list(settings.weight_range),
+            "photons": list(settings.photons_range),
             "drift_max_nm": settings.drift_max_nm,
             "integrate_pixels": physics.integrate_pixels,
         },
@@ -94,22 +95,25 @@ def settings_to_dict(settings: SimulationSettings) -> dict:
 
 
 def settings_from_dict(d: dict) -> SimulationSettings:
-    """Settings from :func:`settings_to_dict`'s data (e.g. a shard's ``settings_json``)."""
+    """Settings from :func:`settings_to_dict`'s data (e.g. a shard's ``settings_json``); a
+    spline PSF is read from the file it refers to (InputError if missing or changed)."""
     g = d["grid"]
     s = d["sim"]
-    physics = Microscope(
-        psf=PSFParams.from_dict(d["psf"]),
-        plane_z_nm=tuple(g["plane_z_nm"]),
+    physics = Microscope.from_parts(
+        d["psf"],
+        plane_z_nm=g["plane_z_nm"],
         px_size_nm=float(g["px_size_nm"]),
-        noise=NoiseModel(**d["noise"]),
+        noise=d["noise"],
         integrate_pixels=bool(s["integrate_pixels"]),
+        transmission=d.get("transmission"),
+        load_spline=load_spline_reference,
     )
     return SimulationSettings(
         physics=physics,
         height=int(g["height"]),
         width=int(g["width"]),
         n_molecules=tuple(int(v) for v in s["n_molecules"]),
-        weight_range=tuple(float(v) for v in s["weight_range"]),
+        photons_range=tuple(float(v) for v in s["photons"]),
         drift_max_nm=float(s["drift_max_nm"]),
     )
 
@@ -130,7 +134,9 @@ def _create(h5: h5py.File, settings: SimulationSettings, n_frames: int, compress
     h5["drift_nm"].attrs["axes"] = "TP(x,y)"
     dtype = np.dtype(list(EMITTER_COLUMNS.items()))
     h5.create_dataset("emitters", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(4096,))
-    h5["emitters"].attrs["units"] = "frame: index; x_nm, y_nm, z_nm: nm (camera 1); weight: 1"
+    h5["emitters"].attrs["units"] = (
+        "frame: index; x_nm, y_nm, z_nm: nm (camera 1); photons: detected photons summed over the planes"
+    )
 
 
 def _append_emitters(ds: h5py.Dataset, table: pd.DataFrame) -> None:
@@ -153,6 +159,9 @@ def _write_offsets(h5: h5py.File, n_frames: int) -> None:
 def _write_attrs(h5: h5py.File, settings: SimulationSettings, extra: dict) -> None:
     d = settings_to_dict(settings)
     for group, values in d.items():
+        if not isinstance(values, dict):  # a top-level value (transmission)
+            h5.attrs[group] = values
+            continue
         for key, value in values.items():
             h5.attrs[f"{group}.{key}"] = value
     h5.attrs["settings_json"] = json.dumps(d)

@@ -1,7 +1,7 @@
 """Seeded simulation of quad-plane training frames (Aritake et al. 2020, Sect. 2, Table 3).
 
-Molecules are drawn uniformly in the target space of the voxel grid with weights
-U[w_min, w_max]; each plane k = 2..P sees them shifted by a per-frame lateral drift
+Molecules are drawn uniformly in the target space of the voxel grid with photon counts
+N ~ U[N_min, N_max] (detected photons summed over the planes); each plane k = 2..P sees them shifted by a per-frame lateral drift
 Δk ~ U[-d, d]² (Eq. 7; Δ1 = 0); the expected image is the PSF of Eqs. 4-6 summed over the
 molecules (Eq. 3) and the noise model in use adds ε.
 """
@@ -35,7 +35,7 @@ EMITTER_COLUMNS = {
     "x_nm": np.float32,
     "y_nm": np.float32,
     "z_nm": np.float32,
-    "weight": np.float32,
+    "photons": np.float32,  # detected photons summed over the P planes
 }
 
 
@@ -47,10 +47,10 @@ class SimulatedFrames:
 
 
 def emitter_table(
-    frame: ArrayLike, x_nm: ArrayLike, y_nm: ArrayLike, z_nm: ArrayLike, weight: ArrayLike
+    frame: ArrayLike, x_nm: ArrayLike, y_nm: ArrayLike, z_nm: ArrayLike, photons: ArrayLike
 ) -> pd.DataFrame:
     """An emitter table with the standard columns and dtypes."""
-    cols = dict(zip(EMITTER_COLUMNS, (frame, x_nm, y_nm, z_nm, weight), strict=True))
+    cols = dict(zip(EMITTER_COLUMNS, (frame, x_nm, y_nm, z_nm, photons), strict=True))
     return pd.DataFrame({k: np.asarray(v, dtype=EMITTER_COLUMNS[k]) for k, v in cols.items()})
 
 
@@ -60,7 +60,7 @@ def sample_emitters(n_frames: int, settings: SimulationSettings, rng: np.random.
     counts = rng.integers(lo, hi + 1, size=n_frames)
     n = int(counts.sum())
     (x0, x1), (y0, y1), (z0, z1) = settings.grid.extent_nm
-    wl, wh = settings.weight_range
+    wl, wh = settings.photons_range
     return emitter_table(
         np.repeat(np.arange(n_frames), counts),
         rng.uniform(x0, x1, n),
@@ -78,7 +78,7 @@ def sample_drift(n_frames: int, n_planes: int, max_nm: float, rng: np.random.Gen
 
 
 def padded_emitters(emitters: pd.DataFrame, n_frames: int) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Emitter table -> per-frame arrays xy (T, M, 2), z (T, M), weight (T, M), zero-padded."""
+    """Emitter table -> per-frame arrays xy (T, M, 2), z (T, M), photons (T, M), zero-padded."""
     frame = emitters["frame"].to_numpy(np.int64)
     order = np.argsort(frame, kind="stable")
     frame = frame[order]
@@ -91,7 +91,7 @@ def padded_emitters(emitters: pd.DataFrame, n_frames: int) -> tuple[FloatArray, 
     xy[frame, slot, 0] = emitters["x_nm"].to_numpy()[order]
     xy[frame, slot, 1] = emitters["y_nm"].to_numpy()[order]
     z[frame, slot] = emitters["z_nm"].to_numpy()[order]
-    w[frame, slot] = emitters["weight"].to_numpy()[order]
+    w[frame, slot] = emitters["photons"].to_numpy()[order]
     return xy, z, w
 
 
@@ -102,7 +102,7 @@ def expected_frames(
     *,
     batch: int = 256,
 ) -> FloatArray:
-    """Noise-free frames Σ w f(x - Δk, z_m) + b (Eqs. 3, 4, 7) as (T, P, H, W) float32."""
+    """Noise-free frames Σ N t_k g(x - Δk, z_m) + b (Eqs. 3, 4, 7) as (T, P, H, W) float32."""
     drift_nm = np.asarray(drift_nm)
     n_frames = drift_nm.shape[0]
     grid = settings.grid
