@@ -286,3 +286,23 @@ def test_crlb_of_spline_from_gaussian_beads_matches_the_gaussian():
     ratio = np.sqrt(crlb(spline_mic, x, y, z, photons) / crlb(gauss_mic, x, y, z, photons, window_px=17))
     print("spline / Gaussian CRLB per axis:", np.round(ratio, 3).tolist())
     assert np.all(np.abs(ratio - 1) < 0.05), ratio
+
+
+def test_anchor_shift_is_where_the_planes_are_sharpest():
+    """A Gaussian's sharpest image is at its width minimum: no shift; a spline whose
+    plane_z_nm claims the foci 30 nm deeper than its images' peaks: a shift of -30 nm."""
+    from voxloc.calibration.psf_spline import anchor_shift_nm, peak_depths_nm
+    from voxloc.physics.spline import SplinePSF
+
+    z = np.arange(-600.0, 1801.0, 20.0)
+    samples = np.stack(
+        [
+            np.stack([gauss_image(np.array([[6.5, 6.5]]), np.array([zz]), p, (13, 13)) for zz in z])
+            for p in PLANES
+        ]
+    )
+    for claimed, expect in ((PLANES, 0.0), (PLANES + 30.0, -30.0)):
+        psf = SplinePSF.from_samples(samples, z0_nm=-600.0, z_step_nm=20.0, px_size_nm=PX,
+                                     plane_z_nm=tuple(claimed), normalise=False)  # fmt: skip
+        np.testing.assert_allclose(peak_depths_nm(psf), PLANES, atol=3.0)
+        assert anchor_shift_nm(psf) == pytest.approx(expect, abs=3.0)

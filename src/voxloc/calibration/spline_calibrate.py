@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from voxloc.calibration.beads import (
 from voxloc.calibration.files import load_affine, load_psf
 from voxloc.calibration.options import BeadOptions, CalibrationOptions, SplineOptions
 from voxloc.calibration.psf_fit import fit_psf_stack
-from voxloc.calibration.psf_spline import SplineReport, build_spline_psf
+from voxloc.calibration.psf_spline import SplineReport, anchor_shift_nm, build_spline_psf
 from voxloc.calibration.spline_files import save_spline_psf
 from voxloc.calibration.spline_qc import spline_figure
 from voxloc.errors import InputError
@@ -108,11 +109,11 @@ def fit_psf_spline(
     photons, saturated = _photon_stacks(stack.paths, beads)
     xy, others = _bead_positions(stack, matrices, cal.bead_xy_px, float(opts.match_tolerance_px))
     min_beads = int(opts.min_beads if spline.min_beads is None else spline.min_beads)
-    psf, report = build_spline_psf(
+    build = partial(
+        build_spline_psf,
         photons,
         xy,
         stack.z_nm,
-        cal.curve.focus_nm,
         source=[stack.path(k) for k in range(N_PLANES)],
         z_range_nm=spline.z_range_nm,
         require_z_range_nm=require_z_range_nm,
@@ -125,6 +126,14 @@ def fit_psf_spline(
         min_beads=min_beads,
         px_size_nm=px_size_nm,
     )
+    psf, report = build(cal.curve.focus_nm)
+    # z from the planes' sharpest images, not the width minima of Eq. 5 (anchor_shift_nm)
+    shift = anchor_shift_nm(psf)
+    if abs(shift) > 0.5:
+        log.info(
+            "spline PSF: the planes' sharpest images lie %.1f nm from the width minima: rebuilt there", shift
+        )
+        psf, report = build(np.asarray(cal.curve.focus_nm) + shift)
     log.info(
         "spline PSF: z %.0f..%.0f nm, beads per plane %s (fewest per z node %d), neighbours subtracted %s, "
         "transmission %s, background %s photons/px",
@@ -141,7 +150,8 @@ def fit_psf_spline(
         affine=str(affine_path),
         psf_yaml=str(psf_path),
         plane_z_nm=[round(float(z), 3) for z in psf.plane_z_nm],
-        plane_focus_stage_nm=[round(float(z), 3) for z in cal.curve.focus_nm],
+        plane_focus_stage_nm=[round(float(z) + shift * (abs(shift) > 0.5), 3) for z in cal.curve.focus_nm],
+        focus_shift_from_width_minima_nm=round(shift, 2),
         beads=cal.counts,
         min_beads_per_z=report.min_beads_per_z,
         neighbours_subtracted=list(report.n_neighbours),
