@@ -54,6 +54,10 @@ def calibrated_microscope(
         )
         transmission = None  # the spline's own measured shares
         extra = {"psf_file": str(spline_h5), "psf_sha256": file_sha256(spline_h5)}
+    if not (psf_yaml or spline_h5):  # the config's microscope: a ValueError is the config's
+        return Microscope(
+            psf, tuple(float(z) for z in planes), float(px_size_nm), noise, bool(integrate_pixels)
+        )
     try:
         return Microscope(
             psf=psf,

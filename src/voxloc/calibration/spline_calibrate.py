@@ -126,14 +126,16 @@ def fit_psf_spline(
         min_beads=min_beads,
         px_size_nm=px_size_nm,
     )
-    psf, report = build(cal.curve.focus_nm)
+    focus = np.asarray(cal.curve.focus_nm, dtype=np.float64)
+    psf, report = build(focus)
     # z from the planes' sharpest images, not the width minima of Eq. 5 (anchor_shift_nm)
     shift = anchor_shift_nm(psf)
     if abs(shift) > 0.5:
         log.info(
             "spline PSF: the planes' sharpest images lie %.1f nm from the width minima: rebuilt there", shift
         )
-        psf, report = build(np.asarray(cal.curve.focus_nm) + shift)
+        focus = focus + shift
+        psf, report = build(focus)
     log.info(
         "spline PSF: z %.0f..%.0f nm, beads per plane %s (fewest per z node %d), neighbours subtracted %s, "
         "transmission %s, background %s photons/px",
@@ -150,7 +152,7 @@ def fit_psf_spline(
         affine=str(affine_path),
         psf_yaml=str(psf_path),
         plane_z_nm=[round(float(z), 3) for z in psf.plane_z_nm],
-        plane_focus_stage_nm=[round(float(z) + shift * (abs(shift) > 0.5), 3) for z in cal.curve.focus_nm],
+        plane_focus_stage_nm=[round(float(z), 3) for z in focus],
         focus_shift_from_width_minima_nm=round(shift, 2),
         beads=cal.counts,
         min_beads_per_z=report.min_beads_per_z,

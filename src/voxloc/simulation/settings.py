@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from voxloc.errors import ConfigError
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
-from voxloc.physics.psf import PSFParams
 from voxloc.physics.spline import SplinePSF
 from voxloc.voxels import VoxelGrid
 
@@ -82,13 +81,7 @@ def simulation_settings(
         n_mol = datasets[dataset].get("n_molecules", n_mol)
     try:
         if physics is None:
-            physics = Microscope(
-                psf=PSFParams.from_dict(psf_cfg["table2"]),
-                plane_z_nm=tuple(grid_cfg["plane_z_nm"]),
-                px_size_nm=float(grid_cfg["px_size_nm"]),
-                noise=_noise(sim_cfg),
-                integrate_pixels=bool(psf_cfg["integrate_pixels"]),
-            )
+            physics = _microscope(grid_cfg, psf_cfg, sim_cfg)
         return _settings(sim_cfg, n_mol, physics)
     except ValueError as exc:
         raise ConfigError(f"config: {exc}") from None
@@ -107,26 +100,28 @@ def calibrated_settings(
     (:func:`voxloc.calibration.calibrated.calibrated_microscope`: psf.yaml's planes,
     transmission and Gaussian, or the spline of ``spline_h5``). A spline whose z range does
     not cover the simulated molecules' depths is an InputError naming its file."""
-    from voxloc.calibration.calibrated import calibrated_microscope
     from voxloc.calibration.spline_files import check_z_coverage
 
-    physics = calibrated_microscope(
-        table2=psf_cfg["table2"],
-        plane_z_nm=grid_cfg["plane_z_nm"],
-        px_size_nm=float(grid_cfg["px_size_nm"]),
-        noise=_noise(sim_cfg),
-        integrate_pixels=bool(psf_cfg["integrate_pixels"]),
-        psf_yaml=psf_yaml,
-        spline_h5=spline_h5,
-    )
+    physics = _microscope(grid_cfg, psf_cfg, sim_cfg, psf_yaml=psf_yaml, spline_h5=spline_h5)
     settings = simulation_settings(grid_cfg, psf_cfg, sim_cfg, dataset, physics=physics)
     if isinstance(physics.psf, SplinePSF):
         check_z_coverage(physics.psf, settings.grid.extent_nm[2], spline_h5)
     return settings
 
 
-def _noise(sim_cfg: Mapping) -> NoiseModel:
-    return NoiseModel(kind=sim_cfg["noise"], **sim_cfg["noise_params"])
+def _microscope(grid_cfg: Mapping, psf_cfg: Mapping, sim_cfg: Mapping, **files: str | None) -> Microscope:
+    """:func:`voxloc.calibration.calibrated.calibrated_microscope` of the config and the
+    calibration ``files`` (psf_yaml, spline_h5; none: Table 2 and the nominal planes)."""
+    from voxloc.calibration.calibrated import calibrated_microscope
+
+    return calibrated_microscope(
+        table2=psf_cfg["table2"],
+        plane_z_nm=grid_cfg["plane_z_nm"],
+        px_size_nm=float(grid_cfg["px_size_nm"]),
+        noise=NoiseModel(kind=sim_cfg["noise"], **sim_cfg["noise_params"]),
+        integrate_pixels=bool(psf_cfg["integrate_pixels"]),
+        **files,
+    )
 
 
 def _settings(sim_cfg: Mapping, n_mol, physics: Microscope) -> SimulationSettings:
