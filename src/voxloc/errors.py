@@ -72,7 +72,11 @@ def tell_user(message: str, logger: str = "voxloc") -> None:
     ``voxloc: <message>``, on the console (``sys.__stderr__``, the process's real stderr,
     which the scripts keep when they point ``sys.stderr`` at their log)."""
     logging.getLogger(logger).error("%s", message)
-    print(f"voxloc: {message}", file=sys.__stderr__, flush=True)
+    # one write of the whole line: with an unbuffered stderr (python -u, PYTHONUNBUFFERED)
+    # print() writes the text and the newline apart, and Snakemake's own lines, written to
+    # the same console by a parallel process, could land between them
+    sys.__stderr__.write(f"voxloc: {message}\n")
+    sys.__stderr__.flush()
 
 
 @contextlib.contextmanager
