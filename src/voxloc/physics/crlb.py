@@ -39,7 +39,7 @@ from voxloc.physics.psf import defocus_width_nm
 from voxloc.physics.spline import SplinePSF, fisher_information_spline
 from voxloc.types import FloatArray
 
-__all__ = ["fisher_information", "crlb", "crlb_table", "crlb_ratio", "auto_window_px"]
+__all__ = ["fisher_information", "crlb", "crlb_table", "crlb_ratio", "auto_window_px", "diag_inverse"]
 
 _AXES = ("x", "y", "z")
 
@@ -141,8 +141,8 @@ def fisher_information(
     return out[0] if scalar else out
 
 
-def _diag_inverse(info: FloatArray, rcond: float = 1e-10) -> FloatArray:
-    """diag(I⁻¹) of (N, 3, 3) matrices; an axis along an unidentifiable direction gets inf."""
+def diag_inverse(info: FloatArray, rcond: float = 1e-10) -> FloatArray:
+    """diag(I⁻¹) of (N, Q, Q) matrices; an axis along an unidentifiable direction gets inf."""
     info = 0.5 * (info + np.swapaxes(info, -1, -2))
     evals, evecs = np.linalg.eigh(info)  # ascending
     top = evals[..., -1:]
@@ -168,7 +168,7 @@ def crlb(
     identify (e.g. z of a molecule exactly in focus of a single plane) gets ``inf``.
     """
     info = fisher_information(microscope, x_nm, y_nm, z_nm, photons, **kwargs)
-    return _diag_inverse(info.reshape(-1, 3, 3))
+    return diag_inverse(info.reshape(-1, 3, 3))
 
 
 def crlb_table(

@@ -38,8 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from voxloc.physics._spline_patches import spline_patches
 from voxloc.physics.noise import NoiseModel, signal_gain
-from voxloc.physics.psf import TABLE2, PSFParams, render_planes
+from voxloc.physics.psf import TABLE2, PSFParams, gaussian_patches, render_planes
 from voxloc.physics.spline import SplinePSF, render_spline_planes
 from voxloc.types import FloatArray
 
@@ -136,6 +137,39 @@ class Microscope:
             transmission=np.asarray(self.transmission),
             integrate=self.integrate_pixels,
             dtype=dtype,
+        )
+
+    def patches(
+        self,
+        x_px: FloatArray,
+        y_px: FloatArray,
+        z_nm: FloatArray,
+        origin: FloatArray,
+        n: int,
+        *,
+        derivatives: bool = False,
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """Expected images per detected photon on fixed windows of side ``n`` starting at pixel
+        ``origin`` (N, P, 2) = (column, row) of each plane, for molecules that plane k sees at
+        (``x_px``, ``y_px``)[m, k] px at depth ``z_nm`` (N,): (N, P, n, n), transmission
+        included, no background; with ``derivatives`` also d/dx_nm, d/dy_nm (of plane k's
+        position) and d/dz_nm, (N, P, 3, n, n). The per-molecule fitter's model
+        (:func:`voxloc.physics.psf.gaussian_patches`, :func:`voxloc.physics._spline_patches.spline_patches`);
+        the same function as :meth:`render`."""
+        if isinstance(self.psf, SplinePSF):
+            return spline_patches(self.psf, x_px, y_px, z_nm, origin, n, derivatives=derivatives)
+        return gaussian_patches(
+            self.psf,
+            np.asarray(self.plane_z_nm),
+            self.px_size_nm,
+            x_px,
+            y_px,
+            z_nm,
+            origin,
+            n,
+            transmission=np.asarray(self.transmission),
+            integrate=self.integrate_pixels,
+            derivatives=derivatives,
         )
 
     def psf_dict(self) -> dict:

@@ -75,6 +75,7 @@ class SplinePSF:
     _cmat: FloatArray = field(init=False, repr=False)
     _cmat32: FloatArray = field(init=False, repr=False)
     _render: dict = field(init=False, repr=False)
+    _patch: dict = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         c = np.ascontiguousarray(self.coeffs, dtype=np.float64)
@@ -91,6 +92,7 @@ class SplinePSF:
         object.__setattr__(self, "_cmat", np.ascontiguousarray(cm))
         object.__setattr__(self, "_cmat32", np.ascontiguousarray(cm, dtype=np.float32))
         object.__setattr__(self, "_render", {})  # render tables per (half_px, exact)
+        object.__setattr__(self, "_patch", {})  # spline_patches' coefficient view per window
 
     @classmethod
     def from_samples(
