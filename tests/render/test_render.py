@@ -17,7 +17,7 @@ from PIL import Image
 
 from voxloc.errors import InputError
 from voxloc.locs import write_parquet
-from voxloc.render import movie, png, tiff, volume
+from voxloc.render import movie, png, precision, tiff, volume
 
 S = 192.0  # camera pixel (nm)
 H_PX, W_PX = 5, 7  # camera-1 field (pixels)
@@ -32,17 +32,20 @@ def hist(x, y, z, **kwargs) -> np.ndarray:
     )
 
 
-def write_locs(path, x, y, z, *, row_group_size=None, metadata=True) -> None:
+def write_locs(path, x, y, z, *, row_group_size=None, metadata=True, sigmas=None) -> None:
+    """A localization Parquet; ``sigmas`` = (σx, σy, σz) nm columns of the fit (None: none)."""
     n = len(x)
-    table = pa.table(
-        {
-            "frame": pa.array(np.arange(n, dtype=np.int32)),
-            "x_nm": pa.array(np.asarray(x, np.float32)),
-            "y_nm": pa.array(np.asarray(y, np.float32)),
-            "z_nm": pa.array(np.asarray(z, np.float32)),
-            "prob": pa.array(np.ones(n, np.float32)),
-        }
-    )
+    columns = {
+        "frame": pa.array(np.arange(n, dtype=np.int32)),
+        "x_nm": pa.array(np.asarray(x, np.float32)),
+        "y_nm": pa.array(np.asarray(y, np.float32)),
+        "z_nm": pa.array(np.asarray(z, np.float32)),
+        "prob": pa.array(np.ones(n, np.float32)),
+    }
+    if sigmas is not None:
+        for axis, sigma in zip("xyz", sigmas, strict=True):
+            columns[f"sigma_{axis}_nm"] = pa.array(np.broadcast_to(np.asarray(sigma, np.float32), (n,)))
+    table = pa.table(columns)
     if metadata:
         meta = {
             "px_size_nm": str(S),
@@ -436,11 +439,13 @@ def test_default_config_blurs_the_png_and_keeps_counts_in_the_tiff(tmp_path):
 def test_blur_tiff_blurs_the_volume_too(tmp_path):
     src = tmp_path / "one.parquet"
     write_locs(src, [3.5 * S] * 4, [2.5 * S] * 4, [600.0] * 4)
-    opts = movie.RenderOptions.from_config({"blur_sigma_nm": [24.0, 25.0], "blur_tiff": True})
+    opts = movie.RenderOptions.from_config(
+        {"blur": "fixed", "blur_sigma_nm": [24.0, 25.0], "blur_tiff": True}
+    )
     movie.render_movie(src, tmp_path / "b.tif", tmp_path / "b.png", options=opts)
     with tifffile.TiffFile(tmp_path / "b.tif") as tif:
         data, ij = tif.asarray(), tif.imagej_metadata
-    assert ij["blur_sigma_nm"] == "24,25" and np.count_nonzero(data) > 9
+    assert ij["blur_sigma_nm"] == "24,25" and ij["blur"] == "fixed" and np.count_nonzero(data) > 9
     assert data.sum() * ij["counts_per_level"] == pytest.approx(4.0, rel=1e-3)
 
 
@@ -466,8 +471,13 @@ def test_render_options_from_the_config_section():
     cfg = {"px_nm": 12.0, "blur_sigma_nm": [10, 0], "colormap": "jet", "scale_bar_nm": None}
     opts = movie.RenderOptions.from_config(cfg)
     assert opts.blur_sigma_nm == (10.0, 0.0) and opts.scale_bar_nm is None and opts.z_bin_nm == 50.0
+    assert opts.blur == "individual" and opts.min_blur_nm == (12.0, 25.0)
+    opts = movie.RenderOptions.from_config({"blur": "fixed", "min_blur_nm": [5, 10]})
+    assert opts.blur == "fixed" and opts.min_blur_nm == (5.0, 10.0)
     with pytest.raises(ValueError, match="unknown render option.*'pixel_nm'"):
         movie.RenderOptions.from_config({"pixel_nm": 12.0})
+    with pytest.raises(ValueError, match="render blur must be one of fixed, individual"):
+        movie.RenderOptions.from_config({"blur": "gaussian"})
 
 
 def test_render_movie_writes_tiff_and_png(tmp_path):
@@ -486,3 +496,263 @@ def test_render_movie_writes_tiff_and_png(tmp_path):
     assert ij["n_localizations"] == 3000 and ij["source"] == "movie.parquet"
     with Image.open(tmp_path / "r.png") as im:
         assert im.mode == "RGB"
+
+
+# ------------------------------------------------- individual localization precision
+
+
+def gaussians(x, y, z, sx, sy, sz, **kwargs) -> np.ndarray:
+    """accumulate_gaussians_3d into a fresh float32 volume of the test field (SHAPE)."""
+    density = np.zeros(SHAPE, np.float32)
+    x = np.atleast_1d(np.asarray(x, np.float64))
+    arrays = (np.broadcast_to(np.asarray(a, np.float64), x.shape) for a in (y, z, sx, sy, sz))
+    precision.accumulate_gaussians_3d(density, x, *arrays, field_nm=FIELD, z_range_nm=Z_RANGE, **kwargs)
+    return density
+
+
+def moments(density: np.ndarray) -> list[tuple[float, float]]:
+    """(mean, variance) per axis (z, y, x) of a volume, in bins, bin k centred at k + 1/2."""
+    out = []
+    for axis in range(3):
+        profile = density.sum(axis=tuple(a for a in range(3) if a != axis), dtype=np.float64)
+        c = np.arange(profile.size) + 0.5
+        mean = float(np.sum(profile * c) / profile.sum())
+        out.append((mean, float(np.sum(profile * (c - mean) ** 2) / profile.sum())))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("sigmas_nm", "where_px"),
+    [((36.0, 48.0, 75.0), (20.5, 18.5, 16.5)), ((60.0, 30.0, 120.0), (23.3, 17.8, 14.1))],
+)
+def test_one_localization_is_a_gaussian_of_total_one_with_its_own_sigmas(sigmas_nm, where_px):
+    sx, sy, sz = sigmas_nm
+    x, y = where_px[0] * 24.0, where_px[1] * 24.0
+    z = Z_RANGE[0] + where_px[2] * 50.0
+    density = gaussians(x, y, z, sx, sy, sz)
+    assert density.sum(dtype=np.float64) == pytest.approx(1.0, abs=1e-6)
+    assert density.min() >= 0
+    (mz, vz), (my, vy), (mx, vx) = moments(density)
+    assert (mx, my, mz) == pytest.approx((where_px[0], where_px[1], where_px[2]), abs=0.02)
+    # pixel-integrated: σ² + 1/12 bin² (Sheppard); the ±3 σ window takes < 3 % off
+    for var, sigma, bin_nm in ((vx, sx, 24.0), (vy, sy, 24.0), (vz, sz, 50.0)):
+        expected = (sigma / bin_nm) ** 2 + 1 / 12
+        assert var == pytest.approx(expected, rel=0.03), (var, expected)
+        assert var < expected  # the truncation only narrows
+    # separable: the volume is the outer product of its three profiles
+    pz, py, px_ = (density.sum(axis=tuple(b for b in range(3) if b != a), dtype=np.float64) for a in range(3))
+    np.testing.assert_allclose(density, np.einsum("k,i,j->kij", pz, py, px_), atol=1e-6)
+
+
+def test_a_sigma_below_a_pixel_still_sums_to_one_in_its_pixel():
+    x, y, z = 10.3 * 24.0, 7.8 * 24.0, Z_RANGE[0] + 3.4 * 50.0
+    density = gaussians(x, y, z, 3.0, 3.0, 5.0)  # σ = 1/8 pixel, 1/10 bin
+    assert density.sum(dtype=np.float64) == pytest.approx(1.0, abs=1e-6)
+    assert np.unravel_index(np.argmax(density), SHAPE) == (3, 7, 10)
+    assert density[3, 7, 10] > 0.9  # point sampling would give a 1 / (2π)^1.5 σ³ spike instead
+    # σ = 0: exactly the histogram, voxel edges included
+    w, h = FIELD
+    xs = np.array([0.0, 24.0, 100.0, w - 1e-3, 3.5 * S])
+    ys = np.array([0.0, 48.0, 100.0, h - 1e-3, 2.5 * S])
+    zs = np.array([Z_RANGE[0], 0.0, 50.0, Z_RANGE[1] - 1e-3, 600.0])
+    zero = np.zeros(xs.size)
+    np.testing.assert_array_equal(gaussians(xs, ys, zs, zero, zero, zero), hist(xs, ys, zs))
+
+
+def test_two_localizations_with_different_sigmas_have_different_widths(tmp_path):
+    src = tmp_path / "two.parquet"
+    x, y, z = [1.5 * S, 5.5 * S], [2.5 * S, 2.5 * S], [600.0, 600.0]  # 768 nm apart in x
+    write_locs(src, x, y, z, sigmas=([15.0, 60.0], [15.0, 60.0], [30.0, 30.0]))
+    blur = precision.IndividualBlur(min_blur_nm=(0.0, 0.0), fallback_sigma_nm=(24.0, 25.0))
+    rendered = volume.render_parquet(src, individual=blur)
+    d = rendered.density
+    assert d.sum(dtype=np.float64) == pytest.approx(2.0, abs=1e-5) and rendered.n_fallback == 0
+    left, right = d[:, :, :28], d[:, :, 28:]  # each spot in its half of the 56 px field
+    assert left.sum(dtype=np.float64) == pytest.approx(1.0, abs=1e-4)
+    (_, _), (_, vy_l), (_, vx_l) = moments(left)
+    (_, _), (_, vy_r), (_, vx_r) = moments(right)
+    assert vx_l == pytest.approx((15 / 24) ** 2 + 1 / 12, rel=0.03)
+    assert vx_r == pytest.approx((60 / 24) ** 2 + 1 / 12, rel=0.03)
+    assert vy_r / vy_l > 8  # 60 vs 15 nm: 16x the σ², diluted by the pixel's 1/12
+    assert left.max() > 5 * right.max()  # the precise one is the brighter spot
+
+
+def test_nan_sigma_falls_back_to_the_fixed_blur_and_small_sigmas_to_the_floor(tmp_path):
+    x, y, z = [3.4 * S] * 4, [2.6 * S] * 4, [610.0] * 4
+    nan = np.nan
+    # a localization.fit: none row, a z-only NaN, one below the floor, one fitted
+    sx, sy, sz = [nan, 40.0, 2.0, 40.0], [nan, 40.0, 2.0, 40.0], [nan, nan, 3.0, 80.0]
+    src = tmp_path / "nan.parquet"
+    write_locs(src, x, y, z, sigmas=(sx, sy, sz))
+    blur = precision.IndividualBlur(min_blur_nm=(10.0, 20.0), fallback_sigma_nm=(30.0, 60.0))
+    rendered = volume.render_parquet(src, individual=blur, chunk_rows=1)
+    assert rendered.n_fallback == 2 and rendered.n_floored == 1
+    expected = gaussians(
+        x, y, z, [30.0, 40.0, 10.0, 40.0], [30.0, 40.0, 10.0, 40.0], [60.0, 60.0, 20.0, 80.0]
+    )
+    np.testing.assert_allclose(rendered.density, expected, atol=1e-6)
+    # and not what the NaN rows would be with some other sigma
+    other = gaussians(x, y, z, [24.0, 40.0, 10.0, 40.0], [24.0, 40.0, 10.0, 40.0], [25.0, 25.0, 20.0, 80.0])
+    assert np.abs(rendered.density - other).max() > 1e-3
+    # a table without sigma columns: all get the fixed blur
+    bare = tmp_path / "bare.parquet"
+    write_locs(bare, x, y, z)
+    rendered = volume.render_parquet(bare, individual=blur)
+    assert rendered.n_fallback == 4
+    np.testing.assert_allclose(rendered.density, gaussians(x, y, z, 30.0, 30.0, 60.0), atol=1e-5)
+
+
+def test_tails_past_the_edges_fold_back_and_each_localization_sums_to_one():
+    w, h = FIELD
+    x, y, z = [1.0, w - 1.0, 100.0], [1.0, h / 2, h - 1.0], [Z_RANGE[0] + 1.0, Z_RANGE[1] - 1.0, 500.0]
+    density = gaussians(x, y, z, [60.0, 500.0, 30.0], [60.0, 30.0, 30.0], [100.0, 100.0, 5000.0])
+    assert density.sum(dtype=np.float64) == pytest.approx(3.0, abs=1e-5)
+    for one in range(3):  # one at a time: each 1
+        d = gaussians(x[one], y[one], z[one], [60.0, 500.0, 30.0][one], [60.0, 30.0, 30.0][one], 100.0)
+        assert d.sum(dtype=np.float64) == pytest.approx(1.0, abs=1e-6)
+    # the corner one is folded (reflected) back: its corner voxel holds the most
+    d = gaussians(x[0], y[0], z[0], 60.0, 60.0, 100.0)
+    assert np.unravel_index(np.argmax(d), SHAPE) == (0, 0, 0)
+    assert d[0, 0, 1] < d[0, 0, 0] and d[0, 1, 0] < d[0, 0, 0] and d[1, 0, 0] < d[0, 0, 0]
+    # folded as a mirror at the edge (half-sample reflection, as blur's mode 'reflect'), not
+    # piled into the edge voxel: a localization on the edge x = 0 has the profile of one on
+    # the voxel edge x = 10 px folded there, bin 10 + j plus bin 9 - j
+    y0, z0 = 2.5 * S, 600.0
+    edge = gaussians(0.0, y0, z0, 48.0, 20.0, 20.0).sum(axis=(0, 1), dtype=np.float64)
+    mid = gaussians(240.0, y0, z0, 48.0, 20.0, 20.0).sum(axis=(0, 1), dtype=np.float64)
+    folded = mid[10:17].copy()
+    folded[:6] += mid[9:3:-1]
+    np.testing.assert_allclose(edge[:7], folded, atol=1e-6)
+    assert edge[7:].sum() == 0
+
+
+def test_individual_blur_streamed_in_chunks_equals_one_chunk(tmp_path):
+    rng = np.random.default_rng(8)
+    n = 3000
+    x, y, z = random_locs(n, rng)
+    sigmas = rng.uniform(5, 60, n), rng.uniform(5, 60, n), rng.uniform(10, 120, n)
+    sigmas[0][::7] = np.nan  # some without a fit
+    path = tmp_path / "locs.parquet"
+    write_locs(path, x, y, z, row_group_size=700, sigmas=sigmas)
+    blur = precision.IndividualBlur()
+    one = volume.render_parquet(path, chunk_rows=10**6, individual=blur)
+    many = volume.render_parquet(path, chunk_rows=333, individual=blur)
+    np.testing.assert_array_equal(one.counts, many.counts)
+    np.testing.assert_allclose(many.density, one.density, rtol=1e-5, atol=1e-6)
+    assert (one.n_fallback, one.n_floored) == (many.n_fallback, many.n_floored)
+    assert 0 < one.n_fallback < n and 0 < one.n_floored < n
+    n_in = n - one.n_dropped
+    assert one.density.sum(dtype=np.float64) == pytest.approx(n_in, rel=1e-5)
+    # the same as all the rows at once, straight from the arrays (float32 as stored)
+    f32 = [np.asarray(a, np.float32).astype(np.float64) for a in (x, y, z, *sigmas)]
+    sx, sy, sz, _, _ = blur.sigmas_nm(*f32[3:])
+    np.testing.assert_allclose(one.density, gaussians(*f32[:3], sx, sy, sz), rtol=1e-5, atol=1e-6)
+
+
+def test_individual_blur_memory_does_not_grow_with_the_number_of_localizations(tmp_path):
+    rng = np.random.default_rng(9)
+    n_big, n_small, group, chunk = 300_000, 30_000, 30_000, 10_000
+    x, y, z = random_locs(n_big, rng)
+    # one window size (σ of one voxel: 7 x 7 x 7), so that a chunk is one group of rows
+    sigmas = np.full(n_big, 24.0), rng.uniform(20.0, 24.0, n_big), np.full(n_big, 50.0)
+    big, small = tmp_path / "big.parquet", tmp_path / "small.parquet"
+    write_locs(big, x, y, z, row_group_size=group, sigmas=sigmas)
+    write_locs(
+        small,
+        x[:n_small],
+        y[:n_small],
+        z[:n_small],
+        row_group_size=group,
+        sigmas=[a[:n_small] for a in sigmas],
+    )
+    del x, y, z, sigmas
+    import scipy.special  # noqa: F401  (imported by the first render: not in its peak)
+
+    peaks = []
+    for path in (small, big):
+        tracemalloc.start()
+        try:
+            volume.render_parquet(path, chunk_rows=chunk, individual=precision.IndividualBlur())
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    py_small, py_big = peaks
+    volumes_bytes = np.prod(SHAPE) * (4 + 4)  # counts and density
+    assert py_big < 1.3 * py_small + 1e6, (py_small, py_big)
+    # ~200 bytes per chunk row and the patches of PATCH_VOXELS weights (~3 MB), not the
+    # chunk's 3.4 M weights at once (~50 MB)
+    assert py_big < volumes_bytes + 500 * chunk + 8e6, py_big
+
+
+def test_blur_fixed_reproduces_the_histogram_render(tmp_path, monkeypatch):
+    rng = np.random.default_rng(10)
+    x, y, z = random_locs(2000, rng)
+    src = tmp_path / "fixed.parquet"
+    write_locs(src, x, y, z, row_group_size=500, sigmas=(rng.uniform(5, 50, 2000),) * 3)  # ignored
+    counts = hist(*(np.asarray(v, np.float32) for v in (x, y, z)))
+    zc = Z_RANGE[0] + 50.0 * (np.arange(SHAPE[0]) + 0.5)
+    seen = {}
+    write_png = movie.write_depth_png
+    monkeypatch.setattr(
+        movie,
+        "write_depth_png",
+        lambda path, rgb, *a, **k: seen.update(rgb=rgb) or write_png(path, rgb, *a, **k),
+    )
+    for blur_tiff in (False, True):
+        opts = movie.RenderOptions(blur="fixed", blur_sigma_nm=(36.0, 50.0), blur_tiff=blur_tiff)
+        movie.render_movie(src, tmp_path / "f.tif", tmp_path / "f.png", options=opts)
+        data = tifffile.imread(tmp_path / "f.tif")
+        if blur_tiff:  # the 3-D blur of the counts, in TIFF and PNG
+            blurred = volume.blur(counts, 36.0, 50.0)
+            np.testing.assert_array_equal(data, tiff.to_uint16(blurred)[0])
+            expected = png.depth_coded_rgb(blurred, zc, z_range_nm=Z_RANGE)
+        else:  # the counts in the TIFF, the PNG blurred laterally
+            np.testing.assert_array_equal(data, counts)
+            expected = png.depth_coded_rgb(counts, zc, z_range_nm=Z_RANGE, blur_px=1.5)
+        np.testing.assert_array_equal(seen["rgb"], expected)
+    # the individual blur of the same table is another image
+    movie.render_movie(
+        src, tmp_path / "i.tif", tmp_path / "i.png", options=movie.RenderOptions(blur_tiff=True)
+    )
+    assert np.abs(tifffile.imread(tmp_path / "i.tif").astype(float) - tiff.to_uint16(blurred)[0]).max() > 1000
+
+
+def test_individual_render_movie_tiff_keeps_counts_unless_blur_tiff(tmp_path, monkeypatch):
+    rng = np.random.default_rng(11)
+    n = 500
+    x, y, z = (
+        FIELD[0] * rng.uniform(0.1, 0.9, n),
+        FIELD[1] * rng.uniform(0.1, 0.9, n),
+        rng.uniform(0, 1200, n),
+    )
+    sigmas = rng.uniform(5, 50, n), rng.uniform(5, 50, n), np.where(np.arange(n) % 5 == 0, np.nan, 40.0)
+    src = tmp_path / "ind.parquet"
+    write_locs(src, x, y, z, sigmas=sigmas)
+    seen = {}
+    write_png = movie.write_depth_png
+    monkeypatch.setattr(
+        movie,
+        "write_depth_png",
+        lambda path, rgb, *a, **k: (
+            seen.update(rgb=rgb, caption=k["caption"]) or write_png(path, rgb, *a, **k)
+        ),
+    )
+    opts = movie.RenderOptions()  # blur individual, blur_tiff false
+    out = movie.render_movie(src, tmp_path / "c.tif", tmp_path / "c.png", options=opts)
+    assert out.n_fallback == n // 5
+    with tifffile.TiffFile(tmp_path / "c.tif") as tif:
+        data, ij = tif.asarray(), tif.imagej_metadata
+    np.testing.assert_array_equal(data, out.counts)
+    assert ij["blur"] == "none" and ij["blur_sigma_nm"] == "0,0"
+    zc = out.z_centres_nm
+    np.testing.assert_array_equal(seen["rgb"], png.depth_coded_rgb(out.density, zc, z_range_nm=Z_RANGE))
+    assert any("≥ 12/25 nm" in line for line in seen["caption"])
+    assert any(f"{n // 5} without σ: 24/25 nm" in line for line in seen["caption"])
+    opts = movie.RenderOptions(blur_tiff=True)
+    out = movie.render_movie(src, tmp_path / "d.tif", tmp_path / "d.png", options=opts)
+    with tifffile.TiffFile(tmp_path / "d.tif") as tif:
+        data, ij = tif.asarray(), tif.imagej_metadata
+    np.testing.assert_array_equal(data, tiff.to_uint16(out.density)[0])
+    assert ij["blur"] == "individual" and ij["min_blur_nm"] == "12,25" and ij["fallback_sigma_nm"] == "24,25"
+    assert ij["n_fallback"] == n // 5
+    assert data.sum() * ij["counts_per_level"] == pytest.approx(n, rel=1e-3)

@@ -1,5 +1,7 @@
 # Super-resolved renders of a movie's localizations (paper Sect. 4.3, Fig. 11(b)): a 3-D
-# histogram of 24 x 24 x 50 nm voxels as a 16-bit ImageJ TIFF, and a depth-coded PNG.
+# histogram of 24 x 24 x 50 nm voxels as a 16-bit ImageJ TIFF, and a depth-coded PNG; by
+# default (render.blur: individual) each localization drawn as a Gaussian of its own fitted
+# sigma (Picasso's "individual localization precision"), the TIFF keeping the counts.
 
 
 rule render_movie:
