@@ -14,10 +14,20 @@ from voxloc import (
 )
 from voxloc.calibration import files
 from voxloc.errors import exit_on_error
+from voxloc.fitting import refine
 from voxloc.localization import localize
 
 opts = snakemake.params.options
+physics = snakemake.params.physics
 with exit_on_error():  # one line naming the file, in the log and on the console; no chunk written
+    microscope = camera_noise = None
+    if opts["fit"] == "mle":  # the fit's physics: the simulation's microscope, the camera's noise
+        microscope, camera_noise = refine.fit_physics(
+            physics,
+            opts["camera"],
+            psf_yaml=snakemake.input.psf,
+            spline_h5=snakemake.input.get("spline"),
+        )
     n_frames = io.read_yaml(snakemake.input.info)["n_frames"]
     start, stop = config.chunk_ranges(n_frames, opts["chunk_frames"])[int(snakemake.wildcards.chunk)]
     localize.run_chunk(
@@ -31,5 +41,7 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         options=localize.LocalizeOptions.from_config(opts, threads=snakemake.threads),
         psf_calibration=snakemake.input.psf,
         spline_calibration=snakemake.input.get("spline"),
+        microscope=microscope,
+        camera_noise=camera_noise,
         **snakemake.params.camera,
     )

@@ -14,8 +14,17 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "voxloc"
 #: the chain's stages in import order: a stage may import only earlier ones (and the top level)
-STAGES = ("physics", "calibration", "simulation", "network", "localization", "render", "evaluation")
-TOP_LEVEL = {"errors", "io", "types", "config", "voxels", "locs", "runtime"}
+STAGES = (
+    "physics",
+    "calibration",
+    "simulation",
+    "network",
+    "fitting",
+    "localization",
+    "render",
+    "evaluation",
+)
+TOP_LEVEL = {"errors", "io", "types", "config", "voxels", "locs", "exports", "runtime"}
 MAX_LINES = 400
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +30,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from voxloc import __version__, provenance
+from voxloc import provenance
 from voxloc.errors import InputError
-from voxloc.io import atomic_output, iter_parquet_batches, to_builtin, write_yaml
+from voxloc.io import atomic_output, iter_parquet_batches, to_builtin
 
 __all__ = [
     "LOC_SCHEMA",
+    "NETWORK_FIELDS",
+    "FIT_FIELDS",
+    "FIT_FLAGS",
+    "flag_counts",
+    "with_network_only",
     "empty_locs",
     "file_sha256",
     "encode_metadata",
@@ -49,23 +54,74 @@ __all__ = [
     "RowGroupWriter",
     "merge_locs",
     "merge_chunk_files",
-    "write_picasso",
 ]
 
 log = logging.getLogger(__name__)
 
-LOC_SCHEMA = pa.schema(
-    [
-        ("frame", pa.int32()),
-        ("x_nm", pa.float32()),
-        ("y_nm", pa.float32()),
-        ("z_nm", pa.float32()),
-        ("prob", pa.float32()),
-        ("plane", pa.int16()),
-        ("row", pa.int32()),
-        ("col", pa.int32()),
-    ]
-)
+#: the network's columns: position, ĉ and the detecting voxel
+NETWORK_FIELDS = [
+    ("frame", pa.int32()),
+    ("x_nm", pa.float32()),
+    ("y_nm", pa.float32()),
+    ("z_nm", pa.float32()),
+    ("prob", pa.float32()),
+    ("plane", pa.int16()),
+    ("row", pa.int32()),
+    ("col", pa.int32()),
+]
+
+#: the per-molecule fit's columns (:mod:`voxloc.fitting`): the network's own position, the
+#: fitted photons (summed over the planes) and background (photons / pixel, mean of the
+#: planes), the square root of the CRLB at the estimate, χ² per degree of freedom, the
+#: iterations, convergence and :data:`FIT_FLAGS`. With ``localize.fit: none`` the network's
+#: position is copied, the fitted values are NaN and ``fit_flags`` says ``not_fitted``.
+FIT_FIELDS = [
+    ("x_net_nm", pa.float32()),
+    ("y_net_nm", pa.float32()),
+    ("z_net_nm", pa.float32()),
+    ("photons", pa.float32()),
+    ("bg", pa.float32()),
+    ("sigma_x_nm", pa.float32()),
+    ("sigma_y_nm", pa.float32()),
+    ("sigma_z_nm", pa.float32()),
+    ("chi2_dof", pa.float32()),
+    ("n_iter", pa.int16()),
+    ("converged", pa.bool_()),
+    ("fit_flags", pa.int16()),
+]
+
+LOC_SCHEMA = pa.schema(NETWORK_FIELDS + FIT_FIELDS)
+
+#: bits of the ``fit_flags`` column
+FIT_FLAGS = {
+    "edge": 1,  # the window of some camera reached past its edge: those pixels left out
+    "saturated": 2,  # saturated pixels in the window: left out
+    "max_iter": 4,  # the iteration cap came before convergence: the last estimate is kept
+    "diverged": 8,  # the fit left its bounds or failed: the network's position is kept
+    "crowded": 16,  # another detection of the frame is closer than localize.fit_neighbour_nm
+    "not_fitted": 32,  # localize.fit: none
+}
+
+
+def flag_counts(flags: np.ndarray) -> dict[str, int]:
+    """How many rows carry each bit of :data:`FIT_FLAGS` (for the chunk log)."""
+    flags = np.asarray(flags)
+    return {name: int(np.count_nonzero(flags & bit)) for name, bit in FIT_FLAGS.items()}
+
+
+def with_network_only(table: pd.DataFrame) -> pd.DataFrame:
+    """A network table (:data:`NETWORK_FIELDS`) with the fit's columns of ``localize.fit:
+    none``: the network's position copied, no fitted value, flag ``not_fitted``."""
+    out = table.copy()
+    n = len(out)
+    for axis in "xyz":
+        out[f"{axis}_net_nm"] = out[f"{axis}_nm"].astype(np.float32)
+    for name in ("photons", "bg", "sigma_x_nm", "sigma_y_nm", "sigma_z_nm", "chi2_dof"):
+        out[name] = np.full(n, np.nan, np.float32)
+    out["n_iter"] = np.zeros(n, np.int16)
+    out["converged"] = np.zeros(n, bool)
+    out["fit_flags"] = np.full(n, FIT_FLAGS["not_fitted"], np.int16)
+    return out
 
 
 def empty_locs() -> pd.DataFrame:
@@ -272,64 +328,3 @@ def merge_chunk_files(chunks: Sequence[str | Path], path: str | Path) -> int:
     n = merge_locs(chunks, path, meta)
     log.info("%s: %d localizations from %d chunks", path, n, len(chunks))
     return n
-
-
-def _iter_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
-    for batch in iter_parquet_batches(pq.ParquetFile(path), rows):
-        yield batch.to_pandas()
-
-
-def write_picasso(
-    parquet_path: str | Path,
-    hdf5_path: str | Path,
-    yaml_path: str | Path,
-    *,
-    lateral_precision_nm: float,
-    rows: int = 1_000_000,
-) -> None:
-    """Export a localization Parquet to Picasso's ``locs`` HDF5 table plus YAML metadata.
-
-    Picasso puts pixel centres at integer coordinates, so x_px = x_nm / s - 0.5; z stays in
-    nm. lpx, lpy (localization precision, px) are the nominal ``lateral_precision_nm`` / s
-    (a network gives no per-molecule precision). YAML: Width, Height, Frames, Pixelsize.
-    """
-    import h5py
-
-    meta = read_metadata(parquet_path)
-    s = float(meta["px_size_nm"])
-    dtype = np.dtype(
-        [
-            ("frame", "u4"),
-            ("x", "f4"),
-            ("y", "f4"),
-            ("z", "f4"),
-            ("lpx", "f4"),
-            ("lpy", "f4"),
-            ("prob", "f4"),
-        ]
-    )
-    lp = np.float32(lateral_precision_nm / s)
-    with atomic_output(hdf5_path) as tmp, h5py.File(tmp, "w") as h5:
-        ds = h5.create_dataset("locs", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
-        for table in _iter_tables(parquet_path, rows):
-            rec = np.empty(len(table), dtype=dtype)
-            rec["frame"] = table["frame"].to_numpy()
-            rec["x"] = table["x_nm"].to_numpy() / s - 0.5
-            rec["y"] = table["y_nm"].to_numpy() / s - 0.5
-            rec["z"] = table["z_nm"].to_numpy()
-            rec["lpx"] = lp
-            rec["lpy"] = lp
-            rec["prob"] = table["prob"].to_numpy()
-            n = ds.shape[0]
-            ds.resize((n + len(rec),))
-            ds[n:] = rec
-    info = {
-        "Generated by": f"voxloc {__version__}",
-        "Width": int(meta["width_px"]),
-        "Height": int(meta["height_px"]),
-        "Frames": int(meta["n_frames"]),
-        "Pixelsize": s,
-        "Source": str(parquet_path),
-        "Threshold tau": float(meta["tau"]),
-    }
-    write_yaml(yaml_path, info)

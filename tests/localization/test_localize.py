@@ -15,10 +15,12 @@ import tifffile
 import torch
 import yaml
 
-from voxloc import config, locs
+from voxloc import config, exports, locs
 from voxloc.errors import InputError
 from voxloc.localization import localize
 from voxloc.network.model import build_model, save_checkpoint
+from voxloc.physics.microscope import Microscope
+from voxloc.physics.noise import NoiseModel, PixelNoise
 
 T, H, W = 10, 16, 20
 
@@ -57,7 +59,12 @@ def run(files, out, start, stop, **kw):
         stop=stop,
         offset_adu=100,
         adu_per_photon=2,
-        options=localize.LocalizeOptions(**{"tau": 0.5, "batch_frames": 3, "device": "cpu", **kw}),
+        # an untrained network on random frames detects nearly every voxel: no fit, unless asked
+        options=localize.LocalizeOptions(
+            **{"tau": 0.5, "batch_frames": 3, "device": "cpu", "fit": "none", **kw}
+        ),
+        microscope=Microscope(),
+        camera_noise=PixelNoise.from_model(NoiseModel()),
     )
 
 
@@ -69,7 +76,8 @@ def test_chunk_schema_metadata_and_idempotence(files):
     b = pd.read_parquet(files / "b.parquet")
     pd.testing.assert_frame_equal(a, b)  # a chunk localized twice gives the same table
     schema = pq.read_schema(files / "a.parquet")
-    assert [f.name for f in schema] == ["frame", "x_nm", "y_nm", "z_nm", "prob", "plane", "row", "col"]
+    assert [f.name for f in schema] == locs.LOC_SCHEMA.names
+    assert schema.names[:8] == ["frame", "x_nm", "y_nm", "z_nm", "prob", "plane", "row", "col"]
     assert str(schema.field("frame").type) == "int32" and str(schema.field("x_nm").type) == "float"
     assert a["frame"].between(0, 3).all()
     assert (a["prob"] > 0.5).all()
@@ -148,12 +156,14 @@ def loc_table(first: int, n: int) -> pa.Table:
     [
         ([7] * 100, {"max_rows": 50}, [50] * 14),  # many small batches
         ([120, 3], {"max_rows": 50}, [50, 50, 23]),  # one batch larger than a row group
-        ([7] * 10, {"max_rows": 1000, "max_bytes": 30 * 20}, [20, 20, 20, 10]),  # 30 bytes per row
+        ([7] * 10, {"max_rows": 1000, "max_bytes": "20 rows"}, [20, 20, 20, 10]),  # by size
         ([0, 5, 0], {}, [5]),
     ],
 )
 def test_row_group_writer_buffers_a_bounded_number_of_rows(tmp_path, sizes, kw, groups):
     path, first = tmp_path / "t.parquet", 0
+    if kw.get("max_bytes") == "20 rows":
+        kw = {**kw, "max_bytes": 20.5 * loc_table(0, 7).nbytes / 7}  # the batches' bytes per row
     with locs.RowGroupWriter(path, locs.LOC_SCHEMA, **kw) as writer:
         for n in sizes:
             writer.write_table(loc_table(first, n))
@@ -174,7 +184,7 @@ def test_row_group_writer_writes_nothing_more_after_an_error(tmp_path):
 
 def test_picasso_export_round_trips(files):
     run(files, files / "p.parquet", 0, T)
-    locs.write_picasso(files / "p.parquet", files / "p.hdf5", files / "p.yaml", lateral_precision_nm=19.2)
+    exports.write_picasso(files / "p.parquet", files / "p.hdf5", files / "p.yaml", lateral_precision_nm=19.2)
     table = pd.read_parquet(files / "p.parquet")
     with h5py.File(files / "p.hdf5") as h5:
         rec = h5["locs"][...]
@@ -253,7 +263,7 @@ def test_bad_frame_read_ahead_leaves_no_chunk(files):
             stop=6,
             offset_adu=100,
             adu_per_photon=2,
-            options=localize.LocalizeOptions(batch_frames=2, device="cpu", prefetch=2),
+            options=localize.LocalizeOptions(batch_frames=2, device="cpu", prefetch=2, fit="none"),
         )
     assert not list(files.glob("nan*.parquet")) and not list(files.glob(".*tmp*"))
 

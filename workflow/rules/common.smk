@@ -158,6 +158,7 @@ def crlb_physics():
     """
     sim = config["simulation"]
     return {
+        "source": config["psf"]["source"],
         "model": config["psf"]["model"],
         "table2": config["psf"]["table2"],
         "plane_z_nm": config["grid"]["plane_z_nm"],
@@ -286,6 +287,7 @@ def movie_products(movie):
     out = {
         "localizations": f"results/localizations/{movie}.parquet",
         "picasso": f"results/localizations/{movie}.hdf5",
+        "thunderstorm": f"results/localizations/{movie}.csv",
         "render_tif": f"results/render/{movie}.tif",
         "render_png": f"results/render/{movie}.png",
         "evaluation": (
@@ -318,7 +320,7 @@ def get_final_output():
     for movie in MOVIES:
         out += [
             f"results/localizations/{movie}{ext}"
-            for ext in (".parquet", ".hdf5", ".yaml")
+            for ext in (".parquet", ".hdf5", ".yaml", ".csv")
         ]
         out += [f"results/render/{movie}.tif", f"results/render/{movie}.png"]
     if MOVIES_WITH_TRUTH:

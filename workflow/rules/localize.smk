@@ -1,5 +1,5 @@
 # Localization of every movie of the sample sheet: header check (checkpoint), frame chunks
-# as separate jobs, merge to one Parquet plus Picasso's HDF5 + YAML.
+# as separate jobs, merge to one Parquet plus Picasso's HDF5 + YAML and ThunderSTORM's CSV.
 
 
 checkpoint movie_info:
@@ -45,6 +45,7 @@ rule localize_chunk:
     params:
         options=lookup(dpath="localize", within=config),
         camera=movie_camera,
+        physics=crlb_physics(),  # the fit's microscope: as the simulation's (psf.source)
     script:
         "../../scripts/localize_chunk.py"
 
@@ -55,6 +56,7 @@ rule merge_localizations:
     output:
         parquet="results/localizations/{movie}.parquet",
         picasso=multiext("results/localizations/{movie}", ".hdf5", ".yaml"),
+        csv="results/localizations/{movie}.csv",  # ThunderSTORM
     log:
         "logs/localize/{movie}/merge.log",
     benchmark:

@@ -3,10 +3,11 @@
 Per batch of frames: read the cameras (ADU -> photons), map cameras 2-4 onto camera 1's
 grid (:class:`voxloc.localization.resampling.Resampler`), run the network (η̂ = g(y; θ), Eq. 9),
 keep the voxels with ĉ > τ and decode their offsets ζ̂ to nm (:func:`voxloc.voxels.decode`).
-Localizations from voxels that no camera-k pixel covers are dropped.
+Localizations from voxels that no camera-k pixel covers are dropped. With ``localize.fit:
+mle`` each detection is then refined in the cameras' own pixels (:mod:`voxloc.fitting`).
 
-The tables (one row per molecule, units in the column names) and their Parquet metadata,
-merging and Picasso export: :mod:`voxloc.locs`.
+The tables (one row per molecule, units in the column names): :mod:`voxloc.locs`; their
+metadata: :mod:`voxloc.localization.provenance`; exports: :mod:`voxloc.exports`.
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ import pandas as pd
 
 from voxloc.io import atomic_output
 from voxloc.localization.movies import Movie
+from voxloc.localization.provenance import check_model_psf, locs_metadata
 from voxloc.localization.resampling import Resampler
-from voxloc.locs import LOC_SCHEMA, RowGroupWriter, empty_locs, encode_metadata, file_sha256, to_arrow
+from voxloc.locs import LOC_SCHEMA, RowGroupWriter, empty_locs, encode_metadata, to_arrow, with_network_only
+from voxloc.runtime import limit_heap_fragmentation
 from voxloc.voxels import voxel_table
 
 if TYPE_CHECKING:
     import torch
 
+    from voxloc.fitting.refine import Refiner
     from voxloc.network.model import TrainedModel
+    from voxloc.physics.microscope import Microscope
+    from voxloc.physics.noise import PixelNoise
 
 T = TypeVar("T")
 
@@ -59,10 +65,11 @@ def _progress(total: int, desc: str):
 
 def _prepared_batches(
     movie: Movie, model: TrainedModel, resampler: Resampler, start: int, stop: int, batch_frames: int
-) -> Iterator[tuple[int, torch.Tensor]]:
-    """(first frame, network input) per batch: read, registered onto camera 1, normalised."""
+) -> Iterator[tuple[int, torch.Tensor, list]]:
+    """(first frame, network input, the cameras' own frames in photons) per batch: read,
+    registered onto camera 1, normalised."""
     for first, cams in movie.batches(start, stop, batch_frames):
-        yield first, model.prepare(resampler(cams))
+        yield first, model.prepare(resampler(cams)), cams
 
 
 def _raw_batches(
@@ -90,15 +97,19 @@ def _device_batches(
     stop: int,
     batch_frames: int,
     prefetch: int,
-) -> Iterator[tuple[int, torch.Tensor]]:
+    host_cams: bool = False,
+) -> Iterator[tuple[int, torch.Tensor, list | None]]:
     """The GPU path of :func:`_prepared_batches`: a background thread only reads raw frames
     (``prefetch`` batches ahead); ADU -> photons, registration and normalisation run on the
-    model's device (:meth:`Resampler.to_torch`), where they cost little next to the network."""
+    model's device (:meth:`Resampler.to_torch`), where they cost little next to the network.
+    With ``host_cams`` the cameras' frames in photons are also given as numpy arrays (for
+    the per-molecule fit), else None."""
     on_device = resampler.to_torch(model.device)
     pin = model.device.type == "cuda"
     for first, raw in prefetched(_raw_batches(movie, start, stop, batch_frames, pin), prefetch):
         cams = [movie.photons(r.to(model.device, non_blocking=True)) for r in raw]
-        yield first, model.prepare(on_device(cams))
+        host = [movie.photons(r.numpy()) for r in raw] if host_cams else None
+        yield first, model.prepare(on_device(cams)), host
 
 
 def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -172,9 +183,14 @@ def iter_localizations(
     batch_frames: int | str = "auto",
     prefetch: int = 2,
     device_input: bool | None = None,
+    refiner: Refiner | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Localize frames [start, stop) of an open movie batch by batch: one table per batch,
     one row per molecule (module doc). Nothing accumulates, so memory stays flat.
+
+    With a ``refiner`` (:class:`voxloc.fitting.refine.Refiner`) every detection is fitted in
+    the cameras' own pixels and the table has the fit's columns; without, the network's
+    position is copied into them (:func:`voxloc.locs.with_network_only`).
 
     ``prefetch`` batches are read ahead in a background thread (:func:`prefetched`) while
     the network runs; 0 does everything in this thread. On the CPU that thread also
@@ -188,18 +204,30 @@ def iter_localizations(
     grid = model.grid(resampler.height, resampler.width)
     n, t0 = 0, time.perf_counter()
     if device_input:
-        batches = _device_batches(movie, model, resampler, start, stop, batch_frames, prefetch)
+        batches = _device_batches(
+            movie, model, resampler, start, stop, batch_frames, prefetch, host_cams=refiner is not None
+        )
     else:
         batches = prefetched(_prepared_batches(movie, model, resampler, start, stop, batch_frames), prefetch)
+    fit_s = 0.0
     with _progress(stop - start, movie.name) as bar:
-        for first, x in batches:
+        for first, x, cams in batches:
             d = model.detect(x, tau)
             locs = voxel_table(d.t, d.k, d.i, d.j, d.zeta, d.prob, grid, frame_offset=first)
             covered = resampler.coverage[locs["plane"], locs["row"], locs["col"]]
-            n += int(covered.sum())
+            locs = locs[covered].reset_index(drop=True)
+            n += len(locs)
+            if refiner is not None:
+                t_fit = time.perf_counter()
+                locs = refiner(locs, cams, first)
+                fit_s += time.perf_counter() - t_fit
+            else:
+                locs = with_network_only(locs)
             bar.update(x.shape[0])
-            yield locs[covered].reset_index(drop=True)
+            yield locs
     dt = time.perf_counter() - t0
+    if refiner is not None:
+        log.info("%s: %s; %.1f s of %.1f in the fit", movie.name, refiner.summary(), fit_s, dt)
     log.info(
         "%s: frames %d-%d: %d localizations, %.1f frames/s (%s, %s, batch %d)",
         movie.name,
@@ -219,40 +247,6 @@ def localize_frames(movie: Movie, model: TrainedModel, resampler: Resampler, **o
     return pd.concat(parts, ignore_index=True) if parts else empty_locs()
 
 
-def check_model_psf(
-    meta: Mapping[str, Any],
-    psf: Mapping[str, float],
-    plane_z_nm: Sequence[float],
-    *,
-    source: str,
-    spline_sha256: str | None = None,
-) -> list[str]:
-    """Warnings when a model was trained for another PSF or other planes than the current
-    calibration (Gaussian: r0, D off by > 5 %; spline: another psf_spline.h5, by SHA-256,
-    ``spline_sha256`` that of the current one; a plane off by > 50 nm)."""
-    warnings = []
-    trained = meta.get("psf") or {}
-    if trained.get("model") == "spline" and spline_sha256 is not None:
-        if trained.get("sha256") and trained["sha256"] != spline_sha256:
-            warnings.append(
-                f"{source}: model trained for the spline PSF of another calibration "
-                f"({trained.get('file')}, SHA-256 {trained['sha256'][:12]}, now {spline_sha256[:12]})"
-            )
-    for key in ("r0_nm", "D_nm"):
-        if key in trained and key in psf and abs(trained[key] - psf[key]) > 0.05 * abs(psf[key]):
-            warnings.append(
-                f"{source}: model trained for {key} = {trained[key]:.1f}, calibration says {psf[key]:.1f}"
-            )
-    planes = (meta.get("grid") or {}).get("plane_z_nm")
-    if planes is not None and len(planes) == len(plane_z_nm):
-        off = max(abs(a - b) for a, b in zip(planes, plane_z_nm, strict=True))
-        if off > 50:
-            warnings.append(
-                f"{source}: model planes {planes} differ from calibrated {list(plane_z_nm)} by {off:.0f} nm"
-            )
-    return warnings
-
-
 @dataclass(frozen=True)
 class LocalizeOptions:
     """How :func:`run_chunk` localizes: the network's settings of the ``localize:`` config
@@ -264,6 +258,11 @@ class LocalizeOptions:
     number of batches read ahead in a background thread (:func:`iter_localizations`), 0 =
     off; ``threads`` the CPU threads of the network (None: torch's default, one per core of
     the machine; the rule passes its own).
+
+    ``fit`` is ``mle`` (every detection refined by :mod:`voxloc.fitting`) or ``none``;
+    ``fit_window_px`` the window side per camera, ``fit_max_iter`` the iteration cap,
+    ``fit_neighbour_nm`` the distance below which detections are ``crowded`` and
+    ``fit_crowded`` what they get (:data:`voxloc.fitting.refine.CROWDED_MODES`).
     """
 
     tau: float = 0.5
@@ -272,6 +271,15 @@ class LocalizeOptions:
     precision: str = "auto"
     prefetch: int = 2
     threads: int | None = None
+    fit: str = "mle"
+    fit_window_px: int = 9
+    fit_max_iter: int = 30
+    fit_neighbour_nm: float = 400.0
+    fit_crowded: str = "subtract"
+
+    def __post_init__(self) -> None:
+        if self.fit not in ("mle", "none"):
+            raise ValueError(f"localize.fit must be mle or none, got {self.fit!r}")
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], *, threads: int | None = None) -> LocalizeOptions:
@@ -295,6 +303,8 @@ def run_chunk(
     options: LocalizeOptions | None = None,
     psf_calibration: str | Path | None = None,
     spline_calibration: str | Path | None = None,
+    microscope: Microscope | None = None,
+    camera_noise: PixelNoise | None = None,
 ) -> int:
     """Localize frames [start, stop) of a movie into one Parquet chunk; returns its row count.
 
@@ -306,9 +316,16 @@ def run_chunk(
     With ``psf_calibration`` (psf.yaml of the bead calibration, and ``spline_calibration``, its
     psf_spline.h5) a model trained for another PSF or other plane positions is reported as a
     warning in the log.
+
+    With ``options.fit`` ``mle``, every detection is fitted (:mod:`voxloc.fitting`) with the
+    ``microscope`` of the calibration (PSF, planes, transmission) and the camera's noise
+    ``camera_noise`` (:class:`voxloc.physics.noise.PixelNoise`), both required then.
     """
     import torch
 
+    from voxloc.fitting.mle import FitOptions
+    from voxloc.fitting.refine import Refiner
+    from voxloc.fitting.windows import saturation_photons
     from voxloc.localization.movies import open_movie
     from voxloc.network.model import load_checkpoint, select_device
 
@@ -329,11 +346,39 @@ def run_chunk(
             model.meta, psf.to_dict(), planes, source=str(model_path), spline_sha256=sha
         ):
             log.warning("%s", warning)
-    _limit_heap_fragmentation()
+    limit_heap_fragmentation()
     n = 0
     with open_movie(movie_paths, name=name, offset_adu=offset_adu, adu_per_photon=adu_per_photon) as movie:
         resampler = Resampler(list(registrations), movie.camera_shapes)
         meta = locs_metadata(model, model_path, movie, tau=opts.tau)
+        refiner = None
+        if opts.fit == "mle":
+            if microscope is None or camera_noise is None:
+                raise ValueError(
+                    "localize.fit: mle needs the calibration's microscope and the camera's noise"
+                )
+            edges = model.grid(*movie.camera_shapes[0]).z_edges_nm
+            refiner = Refiner(
+                microscope=microscope,
+                noise=camera_noise,
+                registrations=list(registrations),
+                z_range_nm=(float(edges[0]), float(edges[-1])),
+                options=FitOptions(window_px=opts.fit_window_px, max_iter=opts.fit_max_iter),
+                neighbour_nm=opts.fit_neighbour_nm,
+                crowded_mode=opts.fit_crowded,
+                saturation=saturation_photons(movie.files[0].dtype, movie.offset_adu, movie.adu_per_photon),
+            )
+            meta["fit"] = {
+                "method": "mle",
+                "likelihood": refiner.noise.likelihood,
+                "psf": microscope.psf_dict() if microscope.model == "spline" else microscope.model,
+                "window_px": opts.fit_window_px,
+                "max_iter": opts.fit_max_iter,
+                "neighbour_nm": opts.fit_neighbour_nm,
+                "crowded": opts.fit_crowded,
+            }
+        else:
+            meta["fit"] = {"method": "none"}
         schema = LOC_SCHEMA.with_metadata(encode_metadata({**meta, "frame_range": [start, stop]}))
         # stream each batch's table into the Parquet file, gathered into row groups of ~1 M
         # rows (RowGroupWriter): memory does not grow with the chunk
@@ -347,52 +392,9 @@ def run_chunk(
                 tau=opts.tau,
                 batch_frames=opts.batch_frames,
                 prefetch=opts.prefetch,
+                refiner=refiner,
             )
             for table in prefetched(batches, opts.prefetch):
                 writer.write_table(to_arrow(table))
                 n += len(table)
     return n
-
-
-def _limit_heap_fragmentation() -> None:
-    """Pin glibc's mmap threshold at 64 MiB: one batch's arrays (the network's activations
-    for 8 frames of 256 x 256 x 4 take 32-64 MiB) are reused from the heap, larger ones are
-    mapped and unmapped. No-op off glibc.
-
-    A chunk once grew to 10 GB on a 30,000-frame movie: it kept every batch's table, and
-    those small long-lived blocks between the heap's batch arrays kept freed space from
-    returning to the system. Tables are now streamed out batch by batch, so nothing
-    long-lived sits between them. The threshold was then pinned at 1 MiB, which mapped and
-    faulted in every array afresh each batch and cost 35-40 % of the CPU speed (54 against
-    88-94 frames/s; glibc's own dynamic threshold gave 75-86) for 0.1 GB less memory.
-    """
-    import ctypes
-    import ctypes.util
-
-    libc_name = ctypes.util.find_library("c")
-    if sys.platform.startswith("linux") and libc_name:
-        try:
-            ctypes.CDLL(libc_name).mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
-        except (OSError, AttributeError):
-            pass
-
-
-def locs_metadata(model: TrainedModel, model_path: str | Path, movie: Movie, *, tau: float) -> dict[str, Any]:
-    """The key-value metadata of a localization file."""
-    height, width = movie.camera_shapes[0]
-    grid = model.grid(height, width)
-    edges = grid.z_edges_nm
-    return {
-        "px_size_nm": grid.px_size_nm,
-        "plane_z_nm": list(grid.plane_z_nm),
-        "z_range_nm": [float(edges[0]), float(edges[-1])],
-        "tau": tau,
-        "precision": model.precision,
-        "model": str(model_path),
-        "model_sha256": file_sha256(model_path),
-        "sources": movie.sources,
-        "n_frames": movie.n_frames,
-        "width_px": width,
-        "height_px": height,
-        "coordinates": "camera 1; pixel (i, j) centre at ((j + 0.5) s, (i + 0.5) s)",
-    }

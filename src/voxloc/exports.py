@@ -1,0 +1,232 @@
+"""Exports of a localization Parquet (:mod:`voxloc.locs`) to the tables other tools open:
+Picasso's ``locs`` HDF5 + YAML (Render, filter, NeNA, linking) and ThunderSTORM's CSV (Fiji),
+streamed in batches and written atomically."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from voxloc import __version__
+from voxloc.io import atomic_output, iter_parquet_batches, write_yaml
+from voxloc.locs import FIT_FLAGS, NETWORK_FIELDS, read_metadata, with_network_only
+
+__all__ = ["write_picasso", "write_thunderstorm", "THUNDERSTORM_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+
+def _iter_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
+    for batch in iter_parquet_batches(pq.ParquetFile(path), rows):
+        yield batch.to_pandas()
+
+
+def write_picasso(
+    parquet_path: str | Path,
+    hdf5_path: str | Path,
+    yaml_path: str | Path,
+    *,
+    lateral_precision_nm: float,
+    rows: int = 1_000_000,
+) -> None:
+    """Export a localization Parquet to Picasso's ``locs`` HDF5 table plus YAML metadata.
+
+    Fields, in Picasso's order (Localize's ``frame, x, y, photons, sx, sy, bg, lpx, lpy``; its
+    3D fit appends ``z``): ``frame`` (u4, 0-based), ``x``, ``y``, ``photons``, ``bg``, ``lpx``,
+    ``lpy``, ``z``, ``lpz``, ``prob`` (f4). Picasso puts pixel centres at integer coordinates,
+    so x = x_nm / s - 0.5 (s = ``px_size_nm``); x, y, lpx, lpy are in camera pixels, z and
+    lpz in nm (Picasso keeps z in nm and divides z and lpz by the pixel size where it needs
+    pixels, e.g. Render's 3D rotation). From the fit: photons = ``photons`` (per frame, the
+    4 planes summed), bg = ``bg`` (photons / pixel, mean of the planes), lpx, lpy =
+    ``sigma_x_nm`` / s, ``sigma_y_nm`` / s, lpz = ``sigma_z_nm`` (square roots of the CRLB).
+    ``sx``, ``sy`` (Picasso's fitted Gaussian widths) are left out: the fit has no PSF width,
+    and Render, Filter, NeNA and linking do without them.
+
+    Rows without a fit (``fit_flags`` ``not_fitted``, ``localize.fit: none``) get finite
+    stand-ins, since Picasso drops rows with a NaN in any field or a negative lp / photons
+    (``lib.ensure_sanity``, on loading and saving): lpx = lpy = ``lateral_precision_nm`` / s
+    (the nominal precision, used for these rows only), lpz = 2 ``lateral_precision_nm`` nm
+    (Picasso's own stand-in for a missing lpz is twice the lateral one), photons = bg = 0
+    (a photon filter removes them). A fitted row with a non-finite value (a failed fit's
+    CRLB) gets the same stand-in for that value; their count is logged. YAML: Width,
+    Height, Frames, Pixelsize, the units and the stand-ins.
+    """
+    import h5py
+
+    meta = read_metadata(parquet_path)
+    s = float(meta["px_size_nm"])
+    lp_nm = float(lateral_precision_nm)
+    dtype = np.dtype(
+        [
+            ("frame", "u4"),
+            ("x", "f4"),
+            ("y", "f4"),
+            ("photons", "f4"),
+            ("bg", "f4"),
+            ("lpx", "f4"),
+            ("lpy", "f4"),
+            ("z", "f4"),
+            ("lpz", "f4"),
+            ("prob", "f4"),
+        ]
+    )
+    # field <- (column, scale, stand-in for rows without a fit)
+    fitted = {
+        "photons": ("photons", 1.0, 0.0),
+        "bg": ("bg", 1.0, 0.0),
+        "lpx": ("sigma_x_nm", 1 / s, lp_nm / s),
+        "lpy": ("sigma_y_nm", 1 / s, lp_nm / s),
+        "lpz": ("sigma_z_nm", 1.0, 2 * lp_nm),
+    }
+    n_not_fitted = n_non_finite = 0
+    with atomic_output(hdf5_path) as tmp, h5py.File(tmp, "w") as h5:
+        ds = h5.create_dataset("locs", shape=(0,), maxshape=(None,), dtype=dtype, chunks=(65536,))
+        for table in _export_tables(parquet_path, rows):
+            rec = np.empty(len(table), dtype=dtype)
+            rec["frame"] = table["frame"].to_numpy()
+            rec["x"] = table["x_nm"].to_numpy(np.float64) / s - 0.5
+            rec["y"] = table["y_nm"].to_numpy(np.float64) / s - 0.5
+            rec["z"] = table["z_nm"].to_numpy()
+            rec["prob"] = table["prob"].to_numpy()
+            no_fit = _not_fitted(table)
+            bad = np.zeros(len(table), bool)
+            for field, (column, scale, stand_in) in fitted.items():
+                value = table[column].to_numpy(np.float64) * scale
+                non_finite = ~np.isfinite(value)
+                bad |= non_finite & ~no_fit
+                rec[field] = np.where(no_fit | non_finite, stand_in, value)
+            n_not_fitted += int(no_fit.sum())
+            n_non_finite += int(bad.sum())
+            n = ds.shape[0]
+            ds.resize((n + len(rec),))
+            ds[n:] = rec
+    if n_non_finite:
+        log.warning(
+            "%s: %d fitted rows with a non-finite photons, bg or σ: stand-ins written",
+            hdf5_path,
+            n_non_finite,
+        )
+    info = {
+        "Generated by": f"voxloc {__version__}",
+        "Width": int(meta["width_px"]),
+        "Height": int(meta["height_px"]),
+        "Frames": int(meta["n_frames"]),
+        "Pixelsize": s,
+        "Source": str(parquet_path),
+        "Threshold tau": float(meta["tau"]),
+        "Units": (
+            "x, y, lpx, lpy: camera pixels (pixel centres at integers); z, lpz: nm; photons: "
+            "per frame, 4 planes summed; bg: photons / pixel, mean of the planes"
+        ),
+        "Not fitted": (
+            f"{n_not_fitted} rows without a fit (localize.fit: none): lpx = lpy = "
+            f"{lp_nm:g} nm / Pixelsize, lpz = {2 * lp_nm:g} nm, photons = bg = 0"
+        ),
+    }
+    write_yaml(yaml_path, info)
+
+
+#: the columns the exports read (:func:`write_picasso`, :func:`write_thunderstorm`)
+_EXPORT_COLUMNS = [
+    "frame", "x_nm", "y_nm", "z_nm", "prob", "photons", "bg",
+    "sigma_x_nm", "sigma_y_nm", "sigma_z_nm", "fit_flags",
+]  # fmt: skip
+
+
+def _export_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
+    """The columns of :data:`_EXPORT_COLUMNS`, ``rows`` at a time (one row group after another,
+    so memory stays flat with the file). A table written before the fit existed (no fit
+    columns) reads as one of ``localize.fit: none`` (:func:`with_network_only`)."""
+    pf = pq.ParquetFile(path)
+    if set(_EXPORT_COLUMNS) <= set(pf.schema_arrow.names):
+        for batch in iter_parquet_batches(pf, rows, columns=_EXPORT_COLUMNS):
+            yield batch.to_pandas()
+    else:
+        for batch in iter_parquet_batches(pf, rows, columns=[name for name, _ in NETWORK_FIELDS]):
+            yield with_network_only(batch.to_pandas())[_EXPORT_COLUMNS]
+
+
+def _not_fitted(table: pd.DataFrame) -> np.ndarray:
+    """Rows without a fit (``fit_flags`` has ``not_fitted``: ``localize.fit: none``)."""
+    return (table["fit_flags"].to_numpy() & FIT_FLAGS["not_fitted"]) != 0
+
+
+#: ThunderSTORM's column labels ("name [unit]", MoleculeDescriptor / PSFModel.Params) of
+#: :func:`write_thunderstorm`, in its order
+THUNDERSTORM_COLUMNS = (
+    "id",
+    "frame",
+    "x [nm]",
+    "y [nm]",
+    "z [nm]",
+    "intensity [photon]",
+    "offset [photon]",
+    "uncertainty_xy [nm]",
+    "uncertainty_z [nm]",
+)
+
+
+def _rounded(value: np.ndarray, decimals: int) -> np.ndarray:
+    """``value`` rounded (float64), non-finite values as NaN and -0 as 0."""
+    value = np.asarray(value, np.float64)
+    return np.round(np.where(np.isfinite(value), value, np.nan), decimals) + 0.0
+
+
+def write_thunderstorm(parquet_path: str | Path, csv_path: str | Path, *, rows: int = 1_000_000) -> int:
+    """Export a localization Parquet as the CSV that ThunderSTORM's "Import results" opens
+    (Fiji, Plugins > ThunderSTORM > Import/Export); returns the row count.
+
+    Header: :data:`THUNDERSTORM_COLUMNS`, quoted, as ThunderSTORM writes it. ``id`` counts
+    from 1 (ThunderSTORM numbers the rows again on import), ``frame`` is 1-based (ImageJ's
+    slice number: our 0-based frame + 1). ThunderSTORM puts a pixel's corner at 0, so pixel
+    k spans [k, k + 1) px and its centre is (k + 0.5) px, the convention of the table:
+    ``x [nm]``, ``y [nm]`` are ``x_nm``, ``y_nm`` as they are, ``z [nm]`` is ``z_nm``.
+    ``intensity [photon]`` = ``photons`` (per frame, the 4 planes summed), ``offset [photon]``
+    = ``bg`` (ThunderSTORM's fitted background level per pixel; here the mean of the planes),
+    ``uncertainty_xy [nm]`` = sqrt((σ_x² + σ_y²) / 2), ``uncertainty_z [nm]`` = σ_z (square
+    roots of the CRLB). No ``chi2``: ThunderSTORM's is the window's summed squared residuals
+    of a least-squares fit, not our χ² per degree of freedom; no ``sigma``, ``bkgstd``: the
+    fit has no PSF width nor background spread.
+
+    Numbers: nm to 0.01, photons to 0.1, offset to 0.01, no trailing zeros. Values the table
+    lacks (rows without a fit: ``localize.fit: none``, or a failed fit's CRLB) are written
+    ``NaN``, which ThunderSTORM's importer reads (Java's Double.parseDouble; an empty field
+    or Python's ``nan`` would fail the import); NaN fails every comparison, so a filter such
+    as ``uncertainty_xy < 50`` removes those rows. Streamed ``rows`` at a time, written
+    atomically.
+    """
+    import pyarrow.csv as pa_csv
+
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="none")
+    header = ",".join(f'"{c}"' for c in THUNDERSTORM_COLUMNS) + "\n"
+    n = 0
+    with atomic_output(csv_path) as tmp, open(tmp, "wb") as fh:
+        fh.write(header.encode())
+        for table in _export_tables(parquet_path, rows):
+            m = len(table)
+            if not m:
+                continue
+            sx, sy, sz = (table[f"sigma_{a}_nm"].to_numpy(np.float64) for a in "xyz")
+            columns = {
+                "id": np.arange(n + 1, n + m + 1, dtype=np.int64),
+                "frame": table["frame"].to_numpy(np.int64) + 1,
+                "x": _rounded(table["x_nm"], 2),
+                "y": _rounded(table["y_nm"], 2),
+                "z": _rounded(table["z_nm"], 2),
+                "intensity": _rounded(table["photons"], 1),
+                "offset": _rounded(table["bg"], 2),
+                "uncertainty_xy": _rounded(np.sqrt((sx**2 + sy**2) / 2), 2),
+                "uncertainty_z": _rounded(sz, 2),
+            }
+            sink = pa.BufferOutputStream()
+            pa_csv.write_csv(pa.table(columns), sink, options)
+            # Arrow writes NaN as "nan"; Java parses "NaN" (the only letters in these rows)
+            fh.write(sink.getvalue().to_pybytes().replace(b"nan", b"NaN"))
+            n += m
+    return n
