@@ -24,5 +24,7 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         batch_frames=snakemake.params.batch_frames,
         device=snakemake.params.device,
         threads=snakemake.threads,
+        fit_n_molecules=opts["fit_n_molecules"],
+        fit=snakemake.params.fit,
     )
     sweeps.write_density_sweep(result, snakemake.output.table, snakemake.output.errors)

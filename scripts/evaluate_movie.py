@@ -1,6 +1,7 @@
 """Rule evaluate_movie: match localizations to ground truth, write the metrics (with the
-Cramér-Rao bound) as CSV, the per-molecule table as Parquet and, from it, the accuracy per
-bin of true z as TSV and PNG."""
+Cramér-Rao bound, with and without the per-molecule fit) as CSV, the per-molecule table as
+Parquet and, from it, the accuracy per bin of true z and the calibration of the reported σ
+as TSV and PNG."""
 
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from voxloc.runtime import rule_script
 rule_script(snakemake)  # log, log format, SIGTERM, stale temporary files: see voxloc.runtime
 
 from voxloc.errors import exit_on_error
-from voxloc.evaluation import depth, evaluate
+from voxloc.evaluation import depth, evaluate, uncertainty
 
 opts = snakemake.params.options
 physics = snakemake.params.physics
@@ -43,5 +44,12 @@ with exit_on_error():  # one line naming the file, in the log and on the console
         snakemake.output.depth,
         snakemake.output.depth_png,
         bin_nm=opts["depth_bin_nm"],
+        movie=snakemake.wildcards.movie,
+    )
+    uncertainty.write_sigma(
+        snakemake.output.molecules,
+        snakemake.output.sigma,
+        snakemake.output.sigma_png,
+        n_bins=opts.get("sigma_bins", uncertainty.DEFAULT_BINS),
         movie=snakemake.wildcards.movie,
     )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from voxloc.errors import InputError
-from voxloc.evaluation.evaluate import crlb_model_from_truth, crlb_summary, evaluate_files
+from voxloc.evaluation.evaluate import NET_KEYS, crlb_model_from_truth, crlb_summary, evaluate_files
 from voxloc.evaluation.matching import efficiency, match_frame, match_tables, molecule_table, summary
 from voxloc.locs import write_parquet
 from voxloc.physics.microscope import Microscope
@@ -185,3 +185,118 @@ def test_bad_ground_truth_is_one_line(tmp_path):
     with pytest.raises(InputError, match=r"gt\.parquet: cannot read the ground truth"):
         evaluate_files(tmp_path / "locs.parquet", tmp_path / "gt.parquet", tmp_path / "m.csv", movie="m")
     assert not (tmp_path / "m.csv").exists()
+
+
+# ------------------------------------------------- with and without the per-molecule fit
+
+
+def fitted_table(truth: pd.DataFrame, fit_err, net_err) -> pd.DataFrame:
+    """Localizations at truth + fit_err (x_nm...) with the network's own position at
+    truth + net_err (x_net_nm...) and the rest of the fit's columns."""
+    est = (
+        truth[["frame", "x_nm", "y_nm", "z_nm"]].copy().astype({"x_nm": float, "y_nm": float, "z_nm": float})
+    )
+    pos = truth[["x_nm", "y_nm", "z_nm"]].to_numpy(float)
+    est[["x_nm", "y_nm", "z_nm"]] = pos + np.asarray(fit_err, float)
+    net = pos + np.asarray(net_err, float)
+    for a, axis in enumerate("xyz"):
+        est[f"{axis}_net_nm"] = net[:, a]
+        est[f"sigma_{axis}_nm"] = 10.0
+    est["fit_flags"] = np.int16(0)
+    return est
+
+
+def test_network_metrics_are_of_the_net_columns_on_the_fitted_pairs(tmp_path):
+    truth = table([(0, 1000, 1000, 500), (0, 4000, 4000, 200), (1, 2000, 3000, 0), (2, 500, 500, 100)])
+    # the fit: exact but for +4 nm in z on the first; the network: x +7, y -3, z +20 nm, and on
+    # the last molecule z 600 nm off (beyond the 500 nm tolerance: matched on the fitted position)
+    fit_err = [(0, 0, 4), (0, 0, 0), (0, 0, 0), (0, 0, 0)]
+    net_err = [(7, -3, 20), (7, -3, 20), (7, -3, 20), (7, -3, 600)]
+    est = fitted_table(truth, fit_err, net_err)
+    truth.to_parquet(tmp_path / "gt.parquet")
+    est.to_parquet(tmp_path / "locs.parquet")
+    evaluate_files(
+        tmp_path / "locs.parquet",
+        tmp_path / "gt.parquet",
+        tmp_path / "m.csv",
+        movie="m",
+        molecules_out=tmp_path / "mol.parquet",
+    )
+    row = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    assert (row["tp"], row["fp"], row["fn"]) == (4, 0, 0)  # the far network z does not unmatch
+    assert row["rmse_x_nm"] == 0.0 and row["rmse_axial_nm"] == pytest.approx(2.0)  # sqrt(16 / 4)
+    assert row["rmse_x_net_nm"] == pytest.approx(7.0) and row["rmse_y_net_nm"] == pytest.approx(3.0)
+    assert row["rmse_lateral_net_nm"] == pytest.approx(math.sqrt(49 + 9))
+    assert row["rmse_axial_net_nm"] == pytest.approx(math.sqrt((3 * 400 + 600**2) / 4))
+    assert row["rmse_3d_net_nm"] == pytest.approx(math.sqrt(58 + (3 * 400 + 600**2) / 4))
+    assert (row["bias_x_net_nm"], row["bias_y_net_nm"]) == (pytest.approx(7.0), pytest.approx(-3.0))
+    assert row["bias_z_net_nm"] == pytest.approx((3 * 20 + 600) / 4) and row["bias_z_nm"] == pytest.approx(
+        1.0
+    )
+    assert row["tp_fitted"] == 4
+    assert "rmse_to_crlb_x_net" not in row  # no bound without the physics
+    mol = pd.read_parquet(tmp_path / "mol.parquet")
+    assert mol["dx_net_nm"].tolist() == [7.0] * 4 and mol["dz_net_nm"].tolist() == [20.0, 20.0, 20.0, 600.0]
+    assert mol["dz_nm"].tolist() == [4.0, 0.0, 0.0, 0.0] and (mol["sigma_x_nm"] == 10.0).all()
+
+
+def test_network_crlb_ratio_uses_the_same_bound(tmp_path):
+    physics = Microscope(TABLE2, (0.0, 400.0, 800.0, 1200.0), 192.0, NoiseModel("paper"))
+    truth = table([(0, 1000, 1000, 600), (1, 2000, 1500, 300)]).assign(photons=4000.0)
+    est = fitted_table(truth, [(3, 0, 0), (-3, 0, 0)], [(12, 0, -30), (-12, 0, 30)])
+    write_parquet(tmp_path / "gt.parquet", truth, px_size_nm=192.0, **physics.metadata())
+    est.to_parquet(tmp_path / "locs.parquet")
+    evaluate_files(tmp_path / "locs.parquet", tmp_path / "gt.parquet", tmp_path / "m.csv", movie="m")
+    row = pd.read_csv(tmp_path / "m.csv").iloc[0]
+    assert row["rmse_to_crlb_x"] == pytest.approx(3.0 / row["crlb_x_nm"])
+    assert row["rmse_to_crlb_x_net"] == pytest.approx(12.0 / row["crlb_x_nm"])
+    assert row["rmse_to_crlb_z_net"] == pytest.approx(30.0 / row["crlb_z_nm"])
+    assert row["rmse_to_crlb_z"] == 0.0
+    lateral = math.sqrt(row["crlb_x_nm"] ** 2 + row["crlb_y_nm"] ** 2)
+    assert row["rmse_to_crlb_lateral_net"] == pytest.approx(12.0 / lateral)
+
+
+def test_tables_without_the_fit_score_the_network_as_the_position(tmp_path):
+    from voxloc.locs import with_network_only
+
+    truth = table([(0, 1000, 1000, 500), (0, 4000, 4000, 200), (1, 2000, 3000, 0)])
+    est = table([(0, 1006, 1008, 530), (0, 4000, 3990, 200), (1, 2003, 3004, -10)])
+    truth.to_parquet(tmp_path / "gt.parquet")
+    rows = {}
+    for name, locs in (
+        ("old", est),
+        ("none", with_network_only(est.assign(prob=0.9, plane=0, row=0, col=0))),
+    ):
+        locs.to_parquet(tmp_path / f"{name}.parquet")
+        evaluate_files(
+            tmp_path / f"{name}.parquet", tmp_path / "gt.parquet", tmp_path / f"{name}.csv", movie=name
+        )
+        rows[name] = pd.read_csv(tmp_path / f"{name}.csv").iloc[0]
+    for row in rows.values():  # nothing fitted: the network's metrics are the fitted ones
+        assert row["tp"] == 3 and row["tp_fitted"] == 0
+        for fitted, net in NET_KEYS.items():
+            assert row[net] == pytest.approx(row[fitted]), net
+        assert row["rmse_x_net_nm"] == pytest.approx(math.sqrt((36 + 0 + 9) / 3))
+        # no reported σ: the coverage is undefined, every matched localization counted out
+        assert math.isnan(row["coverage_x"]) and math.isnan(row["coverage_2sigma_z"])
+        assert (row["sigma_excluded_x"], row["sigma_excluded_y"], row["sigma_excluded_z"]) == (3, 3, 3)
+    # the same columns either way, so movies of both kinds share one summary
+    assert list(rows["old"].index) == list(rows["none"].index)
+
+
+def test_the_row_has_the_columns_in_order(tmp_path):
+    truth = table([(0, 100, 100, 0)])
+    truth.to_parquet(tmp_path / "gt.parquet")
+    fitted_table(truth, [(1, 1, 1)], [(2, 2, 2)]).to_parquet(tmp_path / "locs.parquet")
+    evaluate_files(tmp_path / "locs.parquet", tmp_path / "gt.parquet", tmp_path / "m.csv", movie="m")
+    columns = list(pd.read_csv(tmp_path / "m.csv").columns)
+    net = [*NET_KEYS.values()]
+    coverage = [*(f"coverage_{a}" for a in "xyz"), *(f"coverage_2sigma_{a}" for a in "xyz")]
+    coverage += [f"sigma_excluded_{a}" for a in "xyz"]
+    assert columns[-(len(net) + 1 + len(coverage) + 2) :] == [
+        *net,
+        "tp_fitted",
+        *coverage,
+        "lateral_tolerance_nm",
+        "axial_tolerance_nm",
+    ]

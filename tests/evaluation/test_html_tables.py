@@ -234,3 +234,26 @@ def test_an_empty_table_gives_a_page_and_a_bad_file_one_line(tmp_path):
     assert not (tmp_path / "m.html").exists()
     with pytest.raises(ValueError, match="unknown table kind 'nope'"):
         html_tables.write_html_table(tmp_path / "empty.tsv", tmp_path / "e.html", "nope")
+
+
+def test_summary_labels_with_and_without_the_fit_and_the_coverage(tmp_path):
+    rng = np.random.default_rng(1)
+    row = summary_row("demo1", 30.0, rng)
+    row |= {"rmse_lateral_net_nm": 52.25, "rmse_axial_net_nm": 71.3, "rmse_to_crlb_lateral_net": 5.43}
+    row |= {"rmse_to_crlb_z_net": 4.7, "tp_fitted": 90, "coverage_x": 0.68349, "coverage_y": 0.7}
+    row |= {"coverage_z": 0.5, "coverage_2sigma_x": 0.95, "sigma_excluded_x": 3}
+    csv, tsv, page = tmp_path / "demo1.csv", tmp_path / "summary.tsv", tmp_path / "summary.html"
+    pd.DataFrame([row]).to_csv(csv, index=False)
+    evaluate.collect_summaries([csv], tsv)
+    html_tables.write_html_table(tsv, page, "summary")
+    table = assert_page_has_the_tsv(tsv, page)
+    glance = ["rmse_lateral_nm", "rmse_lateral_net_nm", "rmse_axial_net_nm", "rmse_to_crlb_lateral_net"]
+    assert_headline(page, table, [*glance, "rmse_to_crlb_z_net", "coverage_x", "coverage_y", "coverage_z"])
+    headers = parse(page).headers["headline"]
+    assert {"lateral (network)", "axial (network)", "z (network)"} <= set(headers)
+    assert "|error| ≤ σideal 0.683" in headers  # the coverage group, its ideal as the unit
+    label = html_tables.column_label
+    assert label("rmse_to_crlb_lateral_net") == ("RMSE / CRLB lateral (network)", "×")
+    assert label("rmse_x_net_nm") == ("RMSE x (network)", "nm")
+    assert label("coverage_z") == ("|error| ≤ σz", "fraction (ideal 0.683)")
+    assert html_tables.format_value("coverage_x", 0.68349) == "0.683"

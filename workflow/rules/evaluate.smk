@@ -1,8 +1,11 @@
 # Evaluation against ground truth (voxloc.evaluation.evaluate, voxloc.physics.crlb, voxloc.evaluation.voxel_metrics):
 # per movie with a ground truth in the sample sheet, the localization-level metrics and the
 # Cramér-Rao bound, and the same per 100 nm bin of true z with its figure
-# (voxloc.evaluation.depth, from the per-molecule table: the bound is computed once); on the
-# validation shards, the voxel-level Tables 4-5 of the paper. Each table is also written as
+# (voxloc.evaluation.depth, from the per-molecule table: the bound is computed once), and the
+# calibration of the fit's reported sigma against the observed errors (voxloc.evaluation.
+# uncertainty: coverage at 1 and 2 sigma, calibration curve, error / sigma histogram; built
+# with the movie's metrics, so the default target has it); on the validation shards, the
+# voxel-level Tables 4-5 of the paper. Each table is also written as
 # an HTML page (voxloc.evaluation.html_tables), which the report shows on the page; the TSV
 # stays for download.
 
@@ -21,6 +24,14 @@ rule evaluate_movie:
             caption="../report/evaluate_depth.rst",
             category="4. Evaluation",
             subcategory="Depth",
+            labels={"movie": "{movie}"},
+        ),
+        sigma="results/evaluation/{movie}_sigma.tsv",
+        sigma_png=report(
+            "results/evaluation/{movie}_sigma.png",
+            caption="../report/evaluate_sigma.rst",
+            category="4. Evaluation",
+            subcategory="Uncertainty",
             labels={"movie": "{movie}"},
         ),
     log:

@@ -27,6 +27,7 @@ rule density_sweep:
         tolerances=lookup(dpath="evaluate", within=config),
         batch_frames=lookup(dpath="localize/batch_frames", within=config),
         device=lookup(dpath="localize/device", within=config),
+        fit=lookup(dpath="localize", within=config),  # fit, fit_window_px, ... (issue 16)
         seed=config["seed"],
     script:
         "../../scripts/density_sweep.py"

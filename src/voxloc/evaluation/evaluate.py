@@ -15,6 +15,19 @@ physics that made the data where the ground truth says so (Parquet metadata ``ps
 ``plane_z_nm``, ``noise``, written by the demo generator and the simulator), else for the
 calibrated PSF and the configured noise model; the summary reports sqrt(mean CRLB) over the
 matched truths per axis and the ratio RMSE / sqrt(mean CRLB).
+
+With and without the per-molecule fit (:data:`voxloc.locs.FIT_FIELDS`): the matching, and
+every metric of :class:`~voxloc.evaluation.matching.Summary`, are of the FITTED position
+``x_nm``, ``y_nm``, ``z_nm``; on the same matched pairs :func:`network_summary` scores the
+network's own position ``x_net_nm``, ``y_net_nm``, ``z_net_nm`` (:data:`NET_KEYS`: RMSE and
+bias with ``_net`` in the name, and ``rmse_to_crlb_{x,y,z,lateral}_net`` against the same
+bound), so the two differ only by what the fit changed. ``tp_fitted`` counts the matched
+localizations the fit refined (``fit_flags`` without ``not_fitted``). A table from before
+the fit (no ``x_net_nm``...) or of ``localize.fit: none`` (``x_net_nm`` = ``x_nm``) was not
+refined: its network metrics equal the fitted ones and ``tp_fitted`` is 0. The coverage of
+the reported σ (``coverage_{x,y,z}``, ``coverage_2sigma_{x,y,z}``, ``sigma_excluded_{x,y,z}``,
+:func:`voxloc.evaluation.uncertainty.coverage_summary`) is NaN without a finite σ (all
+matched localizations excluded and counted).
 """
 
 from __future__ import annotations
@@ -27,7 +40,18 @@ import numpy as np
 import pandas as pd
 
 from voxloc.errors import InputError
-from voxloc.evaluation.matching import MatchResult, Summary, match_tables, molecule_table, summary
+from voxloc.evaluation.matching import (
+    NET_COLUMNS,
+    POSITION_COLUMNS,
+    SIGMA_COLUMNS,
+    MatchResult,
+    Summary,
+    match_tables,
+    matched_errors,
+    molecule_table,
+    summary,
+)
+from voxloc.evaluation.uncertainty import coverage_summary
 from voxloc.physics.crlb import crlb_table
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel
@@ -36,6 +60,11 @@ __all__ = [
     "crlb_model_from_truth",
     "crlb_model_from_config",
     "crlb_summary",
+    "network_positions",
+    "network_summary",
+    "fitted_count",
+    "matched_sigma",
+    "NET_KEYS",
     "evaluate_files",
     "collect_summaries",
 ]
@@ -117,6 +146,70 @@ def crlb_summary(truth_crlb: pd.DataFrame, match: MatchResult, result: Summary) 
     return out
 
 
+# ------------------------------------------------------------------ with and without the fit
+
+#: the Summary keys scored again for the network's own position, with ``_net`` in the name
+NET_KEYS = {
+    k: f"{k.removesuffix('_nm')}_net_nm"
+    for k in (
+        "rmse_lateral_nm",
+        "rmse_axial_nm",
+        "rmse_3d_nm",
+        "rmse_x_nm",
+        "rmse_y_nm",
+        "bias_x_nm",
+        "bias_y_nm",
+        "bias_z_nm",
+    )
+}
+
+
+def network_positions(est: pd.DataFrame) -> pd.DataFrame:
+    """``est`` with the network's own position as ``x_nm``, ``y_nm``, ``z_nm`` (its
+    ``x_net_nm``...); a table without them (from before the fit) is its own network position."""
+    if not all(c in est.columns for c in NET_COLUMNS):
+        return est
+    out = est.copy()
+    for pos, net in zip(POSITION_COLUMNS, NET_COLUMNS, strict=True):
+        out[pos] = est[net]
+    return out
+
+
+def network_summary(
+    est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult, truth_crlb: pd.DataFrame | None = None
+) -> dict[str, float]:
+    """The RMSE and bias of the network's own position over the pairs ``match`` made of the
+    fitted one (:data:`NET_KEYS`), and with ``truth_crlb`` (the truths with their bound) the
+    ratios ``rmse_to_crlb_{x,y,z,lateral}_net`` of :func:`crlb_summary`."""
+    net = summary(network_positions(est), truth, match)
+    values = net.to_dict()
+    out = {name: values[k] for k, name in NET_KEYS.items()}
+    if truth_crlb is not None:
+        ratios = crlb_summary(truth_crlb, match, net)
+        out |= {f"{k}_net": v for k, v in ratios.items() if k.startswith("rmse_to_crlb_")}
+    return out
+
+
+def fitted_count(est: pd.DataFrame, match: MatchResult) -> int:
+    """Matched localizations the fit refined: ``fit_flags`` without ``not_fitted`` (0 when the
+    table has no ``fit_flags``)."""
+    from voxloc.locs import FIT_FLAGS
+
+    if "fit_flags" not in est.columns:
+        return 0
+    flags = est["fit_flags"].to_numpy()[match.est_index].astype(np.int64)
+    return int(np.count_nonzero((flags & FIT_FLAGS["not_fitted"]) == 0))
+
+
+def matched_sigma(est: pd.DataFrame, match: MatchResult) -> np.ndarray:
+    """(TP, 3) σ the matched localizations report (NaN where the table has none)."""
+    out = np.full((len(match.est_index), 3), np.nan)
+    for a, column in enumerate(SIGMA_COLUMNS):
+        if column in est.columns:
+            out[:, a] = est[column].to_numpy(np.float64)[match.est_index]
+    return out
+
+
 # ------------------------------------------------------------------ files
 
 
@@ -149,12 +242,20 @@ def evaluate_files(
     ``crlb_model`` ((microscope, source) as :func:`crlb_model_from_config` gives), the row
     also has the CRLB columns of :func:`crlb_summary`; ``molecules_out`` receives the
     per-molecule table of :func:`molecule_table` as Parquet.
+
+    Matching is on the fitted positions ``x_nm``...; then the row has the network's own
+    position scored on the same pairs (:func:`network_summary`), ``tp_fitted`` and the
+    coverage of the reported σ (module docstring): columns every table gets, so that the
+    movies of a summary have the same columns whatever their localization tables hold.
     """
     from voxloc.io import atomic_output
     from voxloc.locs import write_parquet
 
-    cols = ["frame", "x_nm", "y_nm", "z_nm"]
-    est = _read_table(locs_path, cols, "localizations")[cols]
+    cols = ["frame", *POSITION_COLUMNS]
+    table = _read_table(locs_path, cols, "localizations")
+    optional = [*NET_COLUMNS, *SIGMA_COLUMNS, "fit_flags"]
+    est = table[cols + [c for c in optional if c in table.columns]]
+    del table
     truth = _read_table(truth_path, cols, "ground truth")
     truth = truth[[c for c in [*cols, "photons"] if c in truth.columns]]
     match = match_tables(est, truth, lateral_nm=lateral_nm, axial_nm=axial_nm)
@@ -171,6 +272,10 @@ def evaluate_files(
         truth = crlb_table(truth, microscope)
         row.update(crlb_summary(truth, match, result))
         row["crlb_source"] = source
+    net = network_summary(est, truth, match, truth if model is not None else None)
+    row.update(net)
+    row["tp_fitted"] = fitted_count(est, match)
+    row.update(coverage_summary(matched_errors(est, truth, match), matched_sigma(est, match)))
     row.update({"lateral_tolerance_nm": lateral_nm, "axial_tolerance_nm": axial_nm})
     if molecules_out is not None:
         write_parquet(molecules_out, molecule_table(est, truth, match), movie=movie)
@@ -191,7 +296,8 @@ def evaluate_files(
     )
     if model is not None:
         log.info(
-            "%s: sqrt(mean CRLB) x %.1f, y %.1f, z %.1f nm (%s); RMSE / bound x %.2f, y %.2f, z %.2f",
+            "%s: sqrt(mean CRLB) x %.1f, y %.1f, z %.1f nm (%s); RMSE / bound x %.2f, y %.2f, z %.2f "
+            "(network's own position: x %.2f, y %.2f, z %.2f)",
             movie,
             row["crlb_x_nm"],
             row["crlb_y_nm"],
@@ -200,7 +306,22 @@ def evaluate_files(
             row["rmse_to_crlb_x"],
             row["rmse_to_crlb_y"],
             row["rmse_to_crlb_z"],
+            row["rmse_to_crlb_x_net"],
+            row["rmse_to_crlb_y_net"],
+            row["rmse_to_crlb_z_net"],
         )
+    log.info(
+        "%s: %d of %d matched localizations fitted; RMSE lateral %.1f nm, axial %.1f nm without the "
+        "fit (network); |error| <= reported sigma x %.3f, y %.3f, z %.3f (ideal 0.683)",
+        movie,
+        row["tp_fitted"],
+        result.tp,
+        row["rmse_lateral_net_nm"],
+        row["rmse_axial_net_nm"],
+        row["coverage_x"],
+        row["coverage_y"],
+        row["coverage_z"],
+    )
     return result
 
 

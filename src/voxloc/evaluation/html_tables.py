@@ -46,7 +46,9 @@ KINDS: dict[str, TableKind] = {
         "Localization accuracy per movie",
         tuple(
             "movie n_est n_true jaccard precision recall rmse_lateral_nm rmse_axial_nm rmse_3d_nm "
-            "bias_x_nm bias_y_nm bias_z_nm crlb_lateral_nm crlb_z_nm rmse_to_crlb_lateral rmse_to_crlb_z efficiency_lateral "
+            "rmse_lateral_net_nm rmse_axial_net_nm "
+            "bias_x_nm bias_y_nm bias_z_nm crlb_lateral_nm crlb_z_nm rmse_to_crlb_lateral rmse_to_crlb_z "
+            "rmse_to_crlb_lateral_net rmse_to_crlb_z_net coverage_x coverage_y coverage_z efficiency_lateral "
             "efficiency_axial efficiency_3d".split()
         ),
         ("movie",),
@@ -104,12 +106,19 @@ LABELS: dict[str, tuple[str, str]] = {
     "warmup_s": ("warm-up", "s"),
     "batch_frames": ("batch", "frames"),
     "threads": ("CPU threads", ""),
+    "tp_fitted": ("TP refined by the fit", ""),
 }
+# the reported σ's coverage (voxloc.evaluation.uncertainty): fractions of the matched pairs
+for _axis in "xyz":
+    LABELS[f"coverage_{_axis}"] = (f"|error| ≤ σ{_axis}", "fraction (ideal 0.683)")
+    LABELS[f"coverage_2sigma_{_axis}"] = (f"|error| ≤ 2σ{_axis}", "fraction (ideal 0.954)")
+    LABELS[f"sigma_excluded_{_axis}"] = (f"matched without a finite σ{_axis}", "")
 
 
 #: words of column names as they are written in a label
 WORDS = {"rmse": "RMSE", "crlb": "CRLB", "sd": "SD", "3d": "3-D", "tp": "TP", "fp": "FP", "fn": "FN"}
 WORDS |= {"tn": "TN", "adjacent1": "adjacent 1", "adjacent2": "adjacent 2", "nonadjacent": "non-adjacent"}
+WORDS |= {"net": "(network)"}  # the network's own position, without the per-molecule fit
 
 
 def column_label(column: str, kind: str | None = None) -> tuple[str, str]:
@@ -122,7 +131,8 @@ def column_label(column: str, kind: str | None = None) -> tuple[str, str]:
         return LABELS[column]
     unit = ""
     if column.startswith("rmse_to_crlb_"):
-        return f"RMSE / CRLB {column.removeprefix('rmse_to_crlb_')}", "×"
+        words = column.removeprefix("rmse_to_crlb_").split("_")
+        return f"RMSE / CRLB {' '.join(WORDS.get(w, w) for w in words)}", "×"
     if column.startswith("efficiency_"):
         return f"efficiency {WORDS.get(column.removeprefix('efficiency_'), column[11:])}", "%"
     words = column
@@ -133,7 +143,7 @@ def column_label(column: str, kind: str | None = None) -> tuple[str, str]:
 
 def _decimals(column: str) -> int | None:
     """Decimals a float column is shown with; None: 4 significant digits."""
-    if column in ("jaccard", "precision", "recall", "voxel_jaccard"):
+    if column in ("jaccard", "precision", "recall", "voxel_jaccard") or column.startswith("coverage_"):
         return 3
     if column.startswith("rmse_to_crlb_") or column in ("density_per_um2", "movie_mb"):
         return 2
@@ -204,6 +214,8 @@ HEADLINE_GROUPS = (
     ("bias_", "bias", "nm"),
     ("crlb_", "CRLB", "nm"),
     ("efficiency_", "efficiency", "%"),
+    ("coverage_2sigma_", "|error| ≤ 2σ", "ideal 0.954"),
+    ("coverage_", "|error| ≤ σ", "ideal 0.683"),
 )
 
 
@@ -212,6 +224,7 @@ def _group(column: str) -> tuple[str, str, str] | None:
     for prefix, heading, unit in HEADLINE_GROUPS:
         if column.startswith(prefix):
             sub = column.removeprefix(prefix).removesuffix("_nm").replace("3d", "3-D")
+            sub = sub.replace("_net", " (network)")
             return heading, unit, sub
     return None
 

@@ -6,6 +6,11 @@ pairs within the lateral and axial tolerances. :func:`summary` gives TP/FP/FN, J
 precision, recall, RMSE and bias per axis and the efficiency of the 2016 SMLM challenge
 (:func:`efficiency`). A ratio with a zero denominator (nothing to find and nothing found)
 is NaN, as in :mod:`voxloc.evaluation.voxel_metrics` and the training validation.
+
+Matching is on the table's ``x_nm``, ``y_nm``, ``z_nm``: with the per-molecule fit
+(:data:`voxloc.locs.FIT_FIELDS`), the FITTED positions; the network's own positions
+(``x_net_nm``...) are scored on the same pairs (:func:`matched_errors` with
+:data:`NET_COLUMNS`), never matched on their own.
 """
 
 from __future__ import annotations
@@ -17,6 +22,13 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 _BIG = 1e12
+
+#: the estimate's position (the fitted one where the table has the fit) ...
+POSITION_COLUMNS = ("x_nm", "y_nm", "z_nm")
+#: ... the network's own position (:data:`voxloc.locs.FIT_FIELDS`) ...
+NET_COLUMNS = ("x_net_nm", "y_net_nm", "z_net_nm")
+#: ... and the uncertainty the fit reports (√CRLB at the estimate), copied to the molecule table
+SIGMA_COLUMNS = ("sigma_x_nm", "sigma_y_nm", "sigma_z_nm")
 
 
 @dataclass
@@ -104,11 +116,16 @@ class Summary:
         return asdict(self)
 
 
-def matched_errors(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> np.ndarray:
-    """(TP, 3) errors estimate − truth in nm of the matched pairs (x, y, z)."""
-    cols = ["x_nm", "y_nm", "z_nm"]
-    e = est[cols].to_numpy(np.float64)[match.est_index]
-    return e - truth[cols].to_numpy(np.float64)[match.true_index]
+def matched_errors(
+    est: pd.DataFrame,
+    truth: pd.DataFrame,
+    match: MatchResult,
+    columns: tuple[str, str, str] = POSITION_COLUMNS,
+) -> np.ndarray:
+    """(TP, 3) errors estimate − truth in nm of the matched pairs (x, y, z); ``columns``: the
+    estimate's position columns (:data:`NET_COLUMNS`: the network's, on the same pairs)."""
+    e = est[list(columns)].to_numpy(np.float64)[match.est_index]
+    return e - truth[list(POSITION_COLUMNS)].to_numpy(np.float64)[match.true_index]
 
 
 def summary(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> Summary:
@@ -145,13 +162,23 @@ def summary(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> Summa
 
 
 def molecule_table(est: pd.DataFrame, truth: pd.DataFrame, match: MatchResult) -> pd.DataFrame:
-    """Per ground-truth molecule: its row (with any crlb_* columns), matched flag and errors."""
+    """Per ground-truth molecule: its row (with any crlb_* columns), matched flag and errors
+    ``d{x,y,z}_nm`` of its matched estimate; where ``est`` has them, also the errors of the
+    network's own position ``d{x,y,z}_net_nm`` and the matched estimate's reported
+    ``sigma_{x,y,z}_nm`` (NaN for a molecule not found)."""
     out = truth.reset_index(drop=True).copy()
     out["matched"] = False
-    for axis in "xyz":
-        out[f"d{axis}_nm"] = np.nan
     out.loc[match.true_index, "matched"] = True
-    d = matched_errors(est, truth, match)
-    for a, axis in enumerate("xyz"):
-        out.loc[match.true_index, f"d{axis}_nm"] = d[:, a]
+    parts = [("", POSITION_COLUMNS)]
+    if all(c in est.columns for c in NET_COLUMNS):
+        parts.append(("_net", NET_COLUMNS))
+    for suffix, columns in parts:
+        d = matched_errors(est, truth, match, columns)
+        for a, axis in enumerate("xyz"):
+            out[f"d{axis}{suffix}_nm"] = np.nan
+            out.loc[match.true_index, f"d{axis}{suffix}_nm"] = d[:, a]
+    for column in SIGMA_COLUMNS:
+        if column in est.columns:
+            out[column] = np.nan
+            out.loc[match.true_index, column] = est[column].to_numpy(np.float64)[match.est_index]
     return out

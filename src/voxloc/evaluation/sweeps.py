@@ -116,19 +116,25 @@ def _density_point(
     lateral_nm: float,
     axial_nm: float,
     batch_frames: int,
+    refiner=None,
 ) -> tuple[list[dict], list[pd.DataFrame]]:
-    """Rows of the density table and matched errors for one M (all τ from one network pass)."""
+    """Rows of the density table and matched errors for one M (all τ from one network pass);
+    with a ``refiner`` also the fitted detections' metrics (:mod:`voxloc.evaluation.density_fit`)."""
+    from voxloc.evaluation import density_fit
+
     fixed = dataclasses.replace(settings, n_molecules=(m, m))
     grid = settings.grid
     counts = {tau: dict.fromkeys(("tp", "fp", "fn", "tn"), 0) for tau in taus}
     found: dict[float, list[pd.DataFrame]] = {tau: [] for tau in taus}
+    fitted: dict[float, list[pd.DataFrame]] = {tau: [] for tau in taus}
     truths, collisions = [], 0
     for start in range(0, n_frames, SIM_BLOCK):
         n = min(SIM_BLOCK, n_frames - start)
         sim = simulate_frames(n, fixed, rng)
         enc = encode(sim.emitters, n, grid)
         collisions += enc.n_collisions
-        out = model.predict(to_photons(sim.frames, settings.physics.noise), batch_frames=batch_frames)
+        photons = to_photons(sim.frames, settings.physics.noise)
+        out = model.predict(photons, batch_frames=batch_frames)
         sim.emitters["frame"] += start
         truths.append(sim.emitters)
         for tau in taus:
@@ -136,6 +142,10 @@ def _density_point(
                 if key != "jaccard":
                     counts[tau][key] += value
             found[tau].append(decode(out, grid, tau, frame_offset=start))
+            if refiner is not None:
+                fitted[tau].append(
+                    density_fit.fit_block(refiner, found[tau][-1], photons, sim.drift_nm, start)
+                )
     truth = pd.concat(truths, ignore_index=True)
     rows, errors = [], []
     for tau in taus:
@@ -155,8 +165,19 @@ def _density_point(
                 "voxel_collisions": collisions,
                 **summary(est, truth, match).to_dict(),
                 **error_spread(err),
+                **dict.fromkeys(density_fit.FIT_COLUMNS, float("nan")),
             }
         )
+        if refiner is not None:
+            rows[-1].update(
+                density_fit.fit_metrics(
+                    pd.concat(fitted[tau], ignore_index=True),
+                    truth,
+                    settings,
+                    lateral_nm=lateral_nm,
+                    axial_nm=axial_nm,
+                )
+            )
         errors.append(err.assign(n_molecules=np.int32(m), tau=np.float32(tau)))
     return rows, errors
 
@@ -180,10 +201,15 @@ def density_sweep(
     device: str = "auto",
     threads: int | None = None,
     settings: SimulationSettings | None = None,
+    fit_n_molecules: Sequence[int] = (),
+    fit: Mapping[str, Any] | None = None,
 ) -> DensitySweep:
     """Voxel and localization metrics against M molecules per frame (Fig. 7) and the matched
     errors (Fig. 8); see the module doc. ``settings`` default to the model's training frames;
-    each M draws its frames from its own seed (seed, "density_sweep", M), the same for all τ."""
+    each M draws its frames from its own seed (seed, "density_sweep", M), the same for all τ.
+    For the M in ``fit_n_molecules`` the detections are also fitted
+    (:mod:`voxloc.evaluation.density_fit`; ``fit``: the ``localize`` config's fit keys, none
+    with ``fit: none``), the fit's columns NaN for the others."""
     if n_frames < 1 or not n_molecules or not taus:
         raise ValueError("density_sweep needs n_frames >= 1 and at least one M and one τ")
     _set_threads(threads)
@@ -195,14 +221,29 @@ def density_sweep(
         log.warning("%s: model grid %s differs from the simulation grid %s", model_path, grid, settings.grid)
     rows, errors = [], []
     options = dict(lateral_nm=lateral_nm, axial_nm=axial_nm, batch_frames=batch_frames)
+    refiner = None
+    if fit_n_molecules and (fit or {}).get("fit", "mle") == "mle":
+        from voxloc.evaluation.density_fit import sweep_refiner
+
+        edges = grid.z_edges_nm
+        refiner = sweep_refiner(settings, (float(edges[0]), float(edges[-1])), fit or {})
     for m in n_molecules:
         rng = np.random.default_rng(shard_seed_sequence(seed, "density_sweep", int(m)))
-        r, e = _density_point(model, settings, int(m), [float(t) for t in taus], n_frames, rng, **options)
+        fit = refiner if int(m) in {int(v) for v in fit_n_molecules} else None
+        r, e = _density_point(
+            model, settings, int(m), [float(t) for t in taus], n_frames, rng, **options, refiner=fit
+        )
         rows += r
         errors += e
         for row in r:
             values = (row[k] for k in ("n_molecules", "tau", "voxel_jaccard", "jaccard", "rmse_lateral_nm"))
             log.info("M = %d, τ = %g: voxel Jaccard %.3f, Jaccard %.3f, RMSE lateral %.1f nm", *values)
+            if np.isfinite(row["jaccard_fit"]):
+                log.info(
+                    "  with the fit: Jaccard %.3f, RMSE lateral %.1f, axial %.1f nm; RMSE / CRLB x %.2f, y %.2f, z %.2f",
+                    *(row[k] for k in ("jaccard_fit", "rmse_lateral_fit_nm", "rmse_axial_fit_nm")),
+                    *(row[f"rmse_to_crlb_{a}_fit"] for a in "xyz"),
+                )
     err = pd.concat(errors, ignore_index=True)
     first = ["n_molecules", "tau"]
     return DensitySweep(pd.DataFrame(rows), err[first + [c for c in err.columns if c not in first]])
@@ -339,7 +380,8 @@ def speed_sweep(
     base = training_settings(read_checkpoint(model_path)["meta"], source=str(model_path))
     batch_frames = resolve_batch_frames(batch_frames, select_device(device))
     info = {"batch_frames": batch_frames, **_device_info(device)}
-    options = dict(tau=tau, batch_frames=batch_frames, device=device)
+    # the network's speed (Fig. 9): the per-molecule fit's is measured by benchmarks/bench_peer.py
+    options = dict(tau=tau, batch_frames=batch_frames, device=device, fit="none")
     with tempfile.TemporaryDirectory(prefix="voxloc-speed-", dir=workdir) as tmp:
         rows = [
             {**_speed_point(model_path, base, int(size), n, seed, Path(tmp), **options), **info}
