@@ -37,7 +37,9 @@ import voxloc
 from voxloc import config as vconfig
 from voxloc.calibration import files
 from voxloc.evaluation.depth import CRLB_DEPTH_COLUMNS, DEPTH_COLUMNS
+from voxloc.evaluation.evaluate import NET_KEYS
 from voxloc.evaluation.matching import Summary
+from voxloc.evaluation.uncertainty import SUMMARY_KEYS as COVERAGE_KEYS
 from voxloc.locs import LOC_SCHEMA, read_metadata
 from voxloc.network.model import load_checkpoint
 from voxloc.network.validation import LOG_COLUMNS
@@ -60,6 +62,10 @@ METRIC_COLUMNS = [
     "movie",
     *Summary.__dataclass_fields__,
     *CRLB_COLUMNS,
+    *NET_KEYS.values(),
+    *[f"rmse_to_crlb_{a}_net" for a in ("x", "y", "z", "lateral")],
+    "tp_fitted",
+    *COVERAGE_KEYS,
     "lateral_tolerance_nm",
     "axial_tolerance_nm",
 ]
@@ -140,10 +146,11 @@ def test_snakemake_summary_lists_every_output_up_to_date(run):
         "results/run_summary.tsv",
     }
     for movie in MOVIES:
-        expected |= {f"results/localizations/{movie}{ext}" for ext in (".parquet", ".hdf5", ".yaml")}
+        expected |= {f"results/localizations/{movie}{ext}" for ext in (".parquet", ".hdf5", ".yaml", ".csv")}
         expected |= {f"results/render/{movie}{ext}" for ext in (".tif", ".png")}
         expected |= {f"results/evaluation/{movie}.csv", f"results/movies/{movie}/info.yaml"}
         expected |= {f"results/evaluation/{movie}_depth{ext}" for ext in (".tsv", ".png")}
+        expected |= {f"results/evaluation/{movie}_sigma{ext}" for ext in (".tsv", ".png")}
     assert expected <= set(table["output_file"])
     for path in table["output_file"]:
         assert (run / path).is_file(), path
@@ -281,7 +288,7 @@ def test_picasso_export_round_trips(run, movie):
     table = pd.read_parquet(run / f"results/localizations/{movie}.parquet")
     with h5py.File(run / f"results/localizations/{movie}.hdf5", "r") as h5:
         locs = h5["locs"][...]
-    assert list(locs.dtype.names) == ["frame", "x", "y", "z", "lpx", "lpy", "prob"]
+    assert list(locs.dtype.names) == ["frame", "x", "y", "photons", "bg", "lpx", "lpy", "z", "lpz", "prob"]
     assert len(locs) == len(table)
     np.testing.assert_array_equal(locs["frame"], table["frame"])
     # Picasso: pixel centres at integer coordinates, x_px = x_nm / s - 0.5; z stays in nm
@@ -291,8 +298,19 @@ def test_picasso_export_round_trips(run, movie):
     np.testing.assert_allclose((locs["y"] + 0.5) * PX_NM, table["y_nm"], rtol=1e-6, atol=1e-3)
     np.testing.assert_array_equal(locs["z"], table["z_nm"])
     np.testing.assert_array_equal(locs["prob"], table["prob"])
-    np.testing.assert_allclose(locs["lpx"], 25.0 / PX_NM, rtol=1e-6)
-    np.testing.assert_allclose(locs["lpy"], 25.0 / PX_NM, rtol=1e-6)
+    # the fit's values (localize.fit: mle); stand-ins (nominal 25 nm) where there is none
+    no_fit = ((table["fit_flags"] & 32) != 0).to_numpy()
+    for field, column, scale, stand_in in (
+        ("lpx", "sigma_x_nm", PX_NM, 25.0 / PX_NM),
+        ("lpy", "sigma_y_nm", PX_NM, 25.0 / PX_NM),
+        ("lpz", "sigma_z_nm", 1.0, 50.0),
+        ("photons", "photons", 1.0, 0.0),
+    ):
+        value = table[column].to_numpy(np.float64) / scale
+        np.testing.assert_allclose(
+            locs[field], np.where(no_fit | ~np.isfinite(value), stand_in, value), rtol=1e-6
+        )
+    assert np.isfinite(locs["lpx"]).all() and (locs["lpx"] > 0).all()
     info = yaml.safe_load((run / f"results/localizations/{movie}.yaml").read_text())
     assert info["Width"] == WIDTH and info["Height"] == HEIGHT
     assert info["Frames"] == N_FRAMES and info["Pixelsize"] == PX_NM
@@ -343,6 +361,7 @@ def test_evaluation_tables(run):
         bias_z = (found["bias_z_nm"] * found["n_matched"]).sum() / found["n_matched"].sum()
         assert bias_z == pytest.approx(row["bias_z_nm"].iloc[0], abs=0.01)
         assert_png(run / f"results/evaluation/{movie}_depth.png")
+        assert_png(run / f"results/evaluation/{movie}_sigma.png")
     summary = pd.read_csv(run / "results/evaluation/summary.tsv", sep="\t")
     assert list(summary.columns) == METRIC_COLUMNS
     assert summary["movie"].tolist() == list(MOVIES)
@@ -395,7 +414,7 @@ def test_run_summary_lists_every_movie(run):
         assert row.frames_per_job_s == pytest.approx(N_FRAMES / row.localize_job_s, rel=1e-3)
         assert row.localizations == f"results/localizations/{row.movie}.parquet"
         assert row.evaluation == f"results/evaluation/{row.movie}.csv"
-        for column in ("localizations", "picasso", "render_tif", "render_png", "evaluation"):
+        for column in ("localizations", "picasso", "thunderstorm", "render_tif", "render_png", "evaluation"):
             assert (run / getattr(row, column)).is_file()
         assert (run / row.logs / "merge.log").is_file()
 
@@ -558,7 +577,7 @@ def test_bad_batch_fails_but_reuses_the_model(bad_run):
 def test_good_movies_complete_beside_bad_ones(bad_run):
     workdir, _ = bad_run
     for movie in MOVIES:
-        for ext in (".parquet", ".hdf5", ".yaml"):
+        for ext in (".parquet", ".hdf5", ".yaml", ".csv"):
             assert (workdir / f"results/localizations/{movie}{ext}").is_file()
         for ext in (".tif", ".png"):
             assert (workdir / f"results/render/{movie}{ext}").is_file()
@@ -596,7 +615,7 @@ def test_bad_movie_error_names_the_file_on_console_and_in_log(bad_run, movie):
 @pytest.mark.parametrize("movie", list(BAD_MOVIES))
 def test_bad_movie_leaves_no_output(bad_run, movie):
     workdir, _ = bad_run
-    for ext in (".parquet", ".hdf5", ".yaml"):
+    for ext in (".parquet", ".hdf5", ".yaml", ".csv"):
         assert not (workdir / f"results/localizations/{movie}{ext}").exists()
     assert not list((workdir / "results/render").glob(f"{movie}.*"))
     assert not (workdir / f"results/evaluation/{movie}.csv").exists()
