@@ -201,7 +201,6 @@ def fit_windows(
     n_det = len(x_nm)
     p = maps.n_planes
     q = 4 + p
-    model = _Model(microscope, noise, maps, windows, options.window_px, extra, shift_px)
     theta0 = np.zeros((n_det, q))
     theta0[:, 0], theta0[:, 1] = x_nm, y_nm
     theta0[:, 2] = np.clip(z_nm, *z_bounds)
@@ -211,10 +210,16 @@ def fit_windows(
     converged = np.zeros(n_det, bool)
     if n_det == 0:
         return FitResult(theta0, np.zeros((0, 3)), np.zeros(0), n_iter, converged, flags)
+    # a start that is not a number cannot be fitted: computed at a harmless place, skipped,
+    # and given back as it came (NaN), flagged diverged
+    no_start = ~np.isfinite(theta0[:, :3]).all(axis=1)
+    start_nan = theta0[no_start, :3].copy()
+    theta0[no_start, :3] = [0.0, 0.0, z_bounds[0]]
+    model = _Model(microscope, noise, maps, windows, options.window_px, extra, shift_px)
     everyone = np.arange(n_det)
     theta0 = _linear_photons(model, everyone, theta0)
     theta = theta0.copy()
-    too_few = model.mask.sum(axis=1) < 2 * q
+    too_few = (model.mask.sum(axis=1) < 2 * q) | no_start
     skip = too_few if skip is None else (np.asarray(skip, bool) | too_few)
     active = np.flatnonzero(~skip)
     lam = np.full(n_det, 1e-3)
@@ -286,4 +291,9 @@ def fit_windows(
     resid = model.mask * (model.data - mu_all) ** 2 / noise.variance(mu_all)
     dof = np.maximum(model.mask.sum(axis=1) - q, 1)
     chi2 = resid.sum(axis=1) / dof
+    if no_start.any():
+        theta[no_start, :3] = start_nan
+        sigma[no_start] = np.nan
+        chi2[no_start] = np.nan
+        flags[no_start] |= FIT_FLAGS["diverged"]
     return FitResult(theta, sigma, chi2, n_iter, converged, flags)

@@ -82,7 +82,8 @@ def cut_windows(
     h = n // 2
     pos = np.asarray(positions_px, dtype=np.float64)
     m, p = pos.shape[:2]
-    origin = (np.ceil(pos - 0.5) - h).astype(np.int64)
+    finite = np.isfinite(pos).all(axis=-1)  # (N, P); a position not a number: empty window
+    origin = (np.ceil(np.where(finite[..., None], pos, 0.0) - 0.5) - h).astype(np.int64)
     data = np.zeros((m, p, n, n))
     mask = np.zeros((m, p, n, n), dtype=bool)
     a = np.arange(n)
@@ -98,7 +99,7 @@ def cut_windows(
             np.clip(cols, 0, width - 1)[:, None, :],
         ]
         vals = np.asarray(vals, dtype=np.float64)
-        good = inside & np.isfinite(vals)
+        good = inside & np.isfinite(vals) & finite[:, k, None, None]
         if saturation is not None:
             good &= vals < saturation * (1 - 1e-6)
         data[:, k] = np.where(good, vals, 0.0)

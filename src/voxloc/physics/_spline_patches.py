@@ -43,7 +43,8 @@ def spline_patches(
 
     As :func:`spline_windows` (same positions, units and transmission), but plane k's window
     of side ``n`` starts at the given pixel ``origin`` (N, P, 2) = (column, row), wherever
-    the molecule is in it; pixels beyond the spline's grid are 0. Only the 4 z nodes and the
+    the molecule is in it; pixels beyond ±half_px of the pixel holding the molecule are 0, as
+    in :func:`voxloc.physics.spline.render_spline_planes`. Only the 4 z nodes and the
     (n + 3)² lateral nodes each window needs are gathered, so a window costs O(n²), not the
     whole grid. Returns values (N, P, n, n) and, with ``derivatives``, (N, P, 3, n, n): d/dx_nm,
     d/dy_nm, d/dz_nm of plane k's position.
@@ -74,14 +75,20 @@ def spline_patches(
     slabs = np.matmul(block, zw[:, None, None])  # (N, P, n + 3, n + 3, 1 or 2)
     # the lateral contractions Σ_ab wy_a wx_b S[i + a, j + b] as products with banded
     # (n, n + 3) matrices of the 4 weights: Wy S Wxᵀ, batched over molecules and planes
-    wy_m, wx_t = _band(wy, n), np.swapaxes(_band(wx, n), -1, -2)
+    # the model is 0 beyond ±half_px of the pixel holding the molecule, as in
+    # render_spline_planes (the grid's edge nodes reach 1-3 px further): masked weights
+    a = np.arange(n)
+    h = psf.half_px
+    in_x = np.abs(origin[..., 0, None] + a - np.ceil(x_px - 0.5)[..., None]) <= h  # (N, P, n)
+    in_y = np.abs(origin[..., 1, None] + a - np.ceil(y_px - 0.5)[..., None]) <= h
+    wy_m, wx_t = _band(wy, n) * in_y[..., None], np.swapaxes(_band(wx, n) * in_x[..., None], -1, -2)
     rows_s = wy_m @ slabs[..., 0]
     values = rows_s @ wx_t
     if not derivatives:
         return values, None
     s = -1.0 / psf.px_size_nm  # d/dx = -d/du (u = pixel centre - position), per nm
-    d_x = rows_s @ np.swapaxes(_band(dwx * s, n), -1, -2)
-    d_y = (_band(dwy * s, n) @ slabs[..., 0]) @ wx_t
+    d_x = rows_s @ np.swapaxes(_band(dwx * s, n) * in_x[..., None], -1, -2)
+    d_y = ((_band(dwy * s, n) * in_y[..., None]) @ slabs[..., 0]) @ wx_t
     d_z = (wy_m @ slabs[..., 1]) @ wx_t
     return values, np.stack([d_x, d_y, d_z], axis=2)
 
