@@ -16,8 +16,6 @@ from voxloc.physics.cameras import affine_matrix
 from voxloc.physics.crlb import crlb
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import NoiseModel, PixelNoise, add_noise, to_photons
-from voxloc.physics.psf import TABLE2, render_planes
-from voxloc.physics.spline import SplinePSF
 
 PX = 192.0
 PLANES = (0.0, 400.0, 800.0, 1200.0)
@@ -38,20 +36,6 @@ EMCCD = NoiseModel(
     baseline_adu=100.0,
 )  # fmt: skip
 Z0, DZ, NZ = -300.0, 20.0, 91  # spline nodes -300 .. 1500 nm
-
-
-def gaussian_spline(half: int = 8) -> SplinePSF:
-    """The spline through the pixel-integrated Table 2 Gaussian at its nodes, per-z sum 1
-    (as tests/physics/test_spline.py builds it)."""
-    r = half + 1
-    side = 2 * r + 1
-    z = Z0 + DZ * np.arange(NZ)
-    xy = np.full((NZ, 1, len(PLANES), 2), (r + 0.5) * PX)
-    img = render_planes(xy, z[:, None], np.ones((NZ, 1)), TABLE2, np.array(PLANES), (side, side), PX,
-                        integrate=True, dtype=np.float64)  # fmt: skip
-    return SplinePSF.from_samples(
-        img.transpose(1, 0, 2, 3), z0_nm=Z0, z_step_nm=DZ, px_size_nm=PX, plane_z_nm=PLANES
-    )
 
 
 @dataclass
@@ -107,7 +91,7 @@ def paper() -> Batch:
 
 
 @pytest.fixture(scope="module")
-def emccd() -> Batch:
+def emccd(gaussian_spline) -> Batch:
     """The spline PSF (of the Table 2 Gaussian) behind an EM-CCD (excess noise factor 2)."""
     spline = gaussian_spline()
     return simulate(Microscope(psf=spline, plane_z_nm=PLANES, px_size_nm=PX, noise=EMCCD), N_MOL, seed=2)

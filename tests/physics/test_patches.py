@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 from voxloc.physics.microscope import Microscope
-from voxloc.physics.psf import TABLE2, render_planes
-from voxloc.physics.spline import SplinePSF
 
 PLANES = (0.0, 400.0, 800.0, 1200.0)
 PX = 192.0
@@ -19,21 +17,8 @@ SMALL = 4  # a small grid (L = 11 nodes, windows of ±4 px) that windows can lea
 FRAME = 48
 
 
-def gaussian_spline(half: int) -> SplinePSF:
-    """The spline through the pixel-integrated Table 2 Gaussian at its nodes, per-z sum 1
-    (as tests/physics/test_spline.py builds it)."""
-    r = half + 1
-    side = 2 * r + 1
-    z = Z0 + DZ * np.arange(NZ)
-    xy = np.full((NZ, 1, len(PLANES), 2), (r + 0.5) * PX)
-    img = render_planes(xy, z[:, None], np.ones((NZ, 1)), TABLE2, np.array(PLANES), (side, side), PX,
-                        integrate=True, dtype=np.float64)  # fmt: skip
-    samples = img.transpose(1, 0, 2, 3)
-    return SplinePSF.from_samples(samples, z0_nm=Z0, z_step_nm=DZ, px_size_nm=PX, plane_z_nm=PLANES)
-
-
 @pytest.fixture(scope="module")
-def microscopes() -> dict[str, Microscope]:
+def microscopes(gaussian_spline) -> dict[str, Microscope]:
     spline, small = gaussian_spline(HALF), gaussian_spline(SMALL)
     return {
         "gauss_point": Microscope(),

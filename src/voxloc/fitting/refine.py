@@ -39,6 +39,10 @@ CROWDED_MODES = ("alone", "subtract", "network")
 SUBTRACT_ROUNDS = 2
 #: px beyond a window's edge from which another molecule's light is modelled in it
 NEIGHBOUR_REACH_PX = 6
+#: neighbours whose light a window models, the nearest first
+MAX_NEIGHBOURS = 8
+#: neighbour windows evaluated at a time
+PAIR_CHUNK = 4096
 
 
 def neighbour_pairs(
@@ -158,7 +162,12 @@ class Refiner:
         # a close pair's light is one spot to both fits (crowded: network positions); only
         # farther molecules' light is modelled, which the coordinate-wise fits converge on
         far = d > self.neighbour_nm
-        i, j = i[far], j[far]
+        i, j, d = i[far], j[far], d[far]
+        # the MAX_NEIGHBOURS nearest of each: bounded work where detections are dense
+        order = np.lexsort((d, i))
+        i, j = i[order], j[order]
+        rank = np.arange(len(i)) - np.searchsorted(i, i)
+        i, j = i[rank < MAX_NEIGHBOURS], j[rank < MAX_NEIGHBOURS]
         if not len(i):
             return res
         refit = np.unique(i)
@@ -168,9 +177,12 @@ class Refiner:
             pos = self.maps.positions_px(th[j, 0], th[j, 1], s)
             if shift_px is not None:
                 pos = pos + shift_px[j]
-            light, _ = self.microscope.patches(pos[..., 0], pos[..., 1], th[j, 2], win.origin[i], n)
             extra = np.zeros(win.data.shape)
-            np.add.at(extra, i, light * th[j, 3, None, None, None])
+            for lo in range(0, len(i), PAIR_CHUNK):  # memory: PAIR_CHUNK windows at a time
+                sl = slice(lo, lo + PAIR_CHUNK)
+                ii, jj = i[sl], j[sl]
+                light, _ = self.microscope.patches(pos[sl, :, 0], pos[sl, :, 1], th[jj, 2], win.origin[ii], n)
+                np.add.at(extra, ii, light * th[jj, 3, None, None, None])
             sub = Windows(
                 win.data[refit], win.origin[refit], win.mask[refit], win.edge[refit], win.bad[refit]
             )
