@@ -141,7 +141,12 @@ def child(args: argparse.Namespace) -> None:
         offset_adu=100,
         adu_per_photon=4,
         options=localize.LocalizeOptions(
-            tau=0.5, batch_frames=batch, device=args.device, precision=args.precision, prefetch=args.prefetch
+            tau=0.5,
+            batch_frames=batch,
+            device=args.device,
+            precision=args.precision,
+            prefetch=args.prefetch,
+            fit="none",  # the network's path from disk; the per-molecule fit: bench_peer.py
         ),
     )
     regs = registrations(args.registration)

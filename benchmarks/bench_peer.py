@@ -376,6 +376,8 @@ def run_density(
 def main_benchmark(args: argparse.Namespace) -> None:
     import pandas as pd
 
+    from voxloc.physics.psf import TABLE2
+
     if not Path(args.model).is_file():
         sys.exit(
             f"voxloc: {args.model}: no such model file (train one: snakemake results/models/quick/model.pt)"
@@ -389,7 +391,9 @@ def main_benchmark(args: argparse.Namespace) -> None:
         "plane_z_nm": list(g.plane_z_nm),
         "z_edges_nm": g.z_edges_nm.tolist(),
         "width_px": g.width,
-        "psf": settings.physics.psf.to_dict(),
+        # Picasso's z comes from its widths on a Gaussian defocus curve: Table 2's when the
+        # simulation's PSF is a spline (it has no such curve)
+        "psf": (settings.physics.psf if settings.physics.model == "gaussian" else TABLE2).to_dict(),
     }
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="voxloc-peer-"))
     workdir.mkdir(parents=True, exist_ok=True)
