@@ -46,12 +46,19 @@ AXIS_ROWS = 1 << 14
 ROWS = 1 << 16
 
 
+#: the widest σ (lateral, axial) drawn: a localization less precise than this is junk that a
+#: ±3σ window of 24 x 24 x 50 nm voxels would spread over hundreds of thousands of voxels
+#: (a briefly trained model's fits of noise did, and took minutes to render)
+MAX_BLUR_NM = (100.0, 200.0)
+
+
 @dataclass(frozen=True)
 class IndividualBlur:
     """The σ of each localization in the individual blur (config ``render.blur:
     individual``): its own ``sigma_*_nm`` where finite, else ``fallback_sigma_nm``
     (``render.blur_sigma_nm``, the fixed blur), floored per axis at ``min_blur_nm``
-    (Picasso's ``min_blur_width``); both (lateral, axial) in nm, 0 = no floor / none."""
+    (Picasso's ``min_blur_width``); both (lateral, axial) in nm, 0 = no floor / none. At
+    most :data:`MAX_BLUR_NM`."""
 
     min_blur_nm: tuple[float, float] = (12.0, 25.0)
     fallback_sigma_nm: tuple[float, float] = (24.0, 25.0)
@@ -69,17 +76,18 @@ class IndividualBlur:
         """(σx, σy, σz) drawn, float64 nm, and per row whether some axis took the fallback
         (no finite σ) and whether some axis was raised to the floor."""
         out, fell_back, floored = [], None, None
-        for sigma, fallback, floor in zip(
+        for sigma, fallback, floor, ceiling in zip(
             (sigma_x_nm, sigma_y_nm, sigma_z_nm),
             (self.fallback_sigma_nm[0], self.fallback_sigma_nm[0], self.fallback_sigma_nm[1]),
             (self.min_blur_nm[0], self.min_blur_nm[0], self.min_blur_nm[1]),
+            (MAX_BLUR_NM[0], MAX_BLUR_NM[0], MAX_BLUR_NM[1]),
             strict=True,
         ):
             sigma = np.asarray(sigma, dtype=np.float64)
             missing = ~np.isfinite(sigma)  # NaN (not fitted) and inf (a singular bound)
             sigma = np.where(missing, fallback, sigma)
             low = sigma < floor
-            out.append(np.maximum(sigma, floor))
+            out.append(np.minimum(np.maximum(sigma, floor), max(ceiling, floor)))
             fell_back = missing if fell_back is None else fell_back | missing
             floored = low if floored is None else floored | low
         return out[0], out[1], out[2], fell_back, floored
