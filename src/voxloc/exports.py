@@ -22,11 +22,6 @@ __all__ = ["write_picasso", "write_thunderstorm", "THUNDERSTORM_COLUMNS"]
 log = logging.getLogger(__name__)
 
 
-def _iter_tables(path: str | Path, rows: int) -> Iterable[pd.DataFrame]:
-    for batch in iter_parquet_batches(pq.ParquetFile(path), rows):
-        yield batch.to_pandas()
-
-
 def write_picasso(
     parquet_path: str | Path,
     hdf5_path: str | Path,

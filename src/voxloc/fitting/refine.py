@@ -8,8 +8,9 @@ position in ``x_nm``, ``y_nm``, ``z_nm`` and the network's in ``x_net_nm``... (m
 of :mod:`voxloc.fitting.mle` and :mod:`voxloc.fitting.windows`).
 
 Neighbours: detections of one frame closer than ``neighbour_nm`` laterally are flagged
-``crowded``; with ``crowded: network`` they keep the network's position (photons, background
-and σ fitted there), with ``crowded: fit`` they are fitted alone like the others.
+``crowded``; with ``crowded_mode`` ``network`` or ``subtract`` they keep the network's
+position (photons, background and σ fitted there), with ``alone`` they are fitted alone like
+the others; ``subtract`` also models the light of each window's farther neighbours.
 """
 
 from __future__ import annotations

@@ -31,7 +31,6 @@ __all__ = [
     "NOISE_KINDS",
     "add_noise",
     "noise_variance",
-    "photon_variance",
     "PixelNoise",
     "poisson_constant",
     "adu_per_photon",
@@ -227,13 +226,6 @@ class PixelNoise:
         if self.excess != 1:
             return f"Poisson of (y + c) / {self.excess:g} (EM-CCD excess noise), {c}"
         return f"Poisson of y + c (sCMOS / CCD read noise), {c}"
-
-
-def photon_variance(mu_photons: FloatArray, model: NoiseModel) -> FloatArray:
-    """Variance of a photon-converted pixel of expectation μ (background included):
-    :class:`PixelNoise` of ``model``. For ``physical`` it is :func:`noise_variance` of the
-    signal (background excluded) over the squared ADU per photon."""
-    return PixelNoise.from_model(model).variance(mu_photons)
 
 
 def adu_to_photons(adu: Any, offset_adu: float, adu_per_photon: float) -> Any:
