@@ -42,6 +42,7 @@ PACKAGES = {
     "tqdm": {"tqdm"},
     "torch": {"pytorch", "torch"},
     "psfmodels": {"psfmodels"},
+    "numba": {"numba"},
 }
 #: pyproject.toml distribution name -> its name in the env files, where they differ
 PYPROJECT_NAMES = {"matplotlib": "matplotlib-base"}

@@ -1,6 +1,6 @@
 """Microscope.patches (the per-molecule fitter's model) against Microscope.render frames, and
-its analytic derivatives against central finite differences (voxloc.physics.psf
-gaussian_patches, voxloc.physics.spline spline_patches)."""
+its analytic derivatives against central finite differences (the compiled kernels of
+voxloc.physics._patch_kernels)."""
 
 from __future__ import annotations
 

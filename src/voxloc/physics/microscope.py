@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from voxloc.physics._spline_patches import spline_patches
+from voxloc.physics._patch_kernels import PatchModel, patch_model, patches
 from voxloc.physics.noise import NoiseModel, signal_gain
-from voxloc.physics.psf import TABLE2, PSFParams, gaussian_patches, render_planes
+from voxloc.physics.psf import TABLE2, PSFParams, render_planes
 from voxloc.physics.spline import SplinePSF, render_spline_planes
 from voxloc.types import FloatArray
 
@@ -154,23 +154,25 @@ class Microscope:
         (``x_px``, ``y_px``)[m, k] px at depth ``z_nm`` (N,): (N, P, n, n), transmission
         included, no background; with ``derivatives`` also d/dx_nm, d/dy_nm (of plane k's
         position) and d/dz_nm, (N, P, 3, n, n). The per-molecule fitter's model
-        (:func:`voxloc.physics.psf.gaussian_patches`, :func:`voxloc.physics._spline_patches.spline_patches`);
+        (compiled: :mod:`voxloc.physics._patch_kernels`);
         the same function as :meth:`render`."""
+        return patches(self.patch_model(n), x_px, y_px, z_nm, origin, n, derivatives=derivatives)
+
+    def patch_model(self, n: int) -> PatchModel:
+        """The PSF in the form of the compiled window kernels (:mod:`voxloc.physics._patch_kernels`),
+        for windows of side up to ``n``; a spline's is kept with it."""
         if isinstance(self.psf, SplinePSF):
-            return spline_patches(self.psf, x_px, y_px, z_nm, origin, n, derivatives=derivatives)
-        return gaussian_patches(
-            self.psf,
-            np.asarray(self.plane_z_nm),
-            self.px_size_nm,
-            x_px,
-            y_px,
-            z_nm,
-            origin,
-            n,
-            transmission=np.asarray(self.transmission),
-            integrate=self.integrate_pixels,
-            derivatives=derivatives,
-        )
+            model = self.psf._patch.get(n)
+            if model is None:
+                model = self.psf._patch[n] = patch_model(
+                    self.psf, np.asarray(self.plane_z_nm), np.asarray(self.transmission),
+                    self.px_size_nm, False, n,
+                )  # fmt: skip
+            return model
+        return patch_model(
+            self.psf, np.asarray(self.plane_z_nm), np.asarray(self.transmission), self.px_size_nm,
+            self.integrate_pixels, n,
+        )  # fmt: skip
 
     def psf_dict(self) -> dict:
         """The PSF as JSON-able data: Table 2 parameters, or a spline's file reference."""

@@ -31,7 +31,6 @@ __all__ = [
     "psf_value",
     "photons_per_plane",
     "render_planes",
-    "gaussian_patches",
 ]
 
 
@@ -212,82 +211,3 @@ def render_planes(
     if params.b:
         image += dtype(params.b)
     return image
-
-
-def _defocus_width_and_slope(defocus_nm: FloatArray, params: PSFParams) -> tuple[FloatArray, FloatArray]:
-    """r(x) of Eq. 5 and dr/dx (nm per nm of defocus x = z_plane - z_molecule)."""
-    u = np.asarray(defocus_nm, dtype=np.float64) / params.D_nm
-    q = np.maximum(1.0 + u * u + params.A * u**3 + params.B * u**4, 1e-12)
-    r = params.r0_nm * np.sqrt(q)
-    dq = 2 * u + 3 * params.A * u * u + 4 * params.B * u**3
-    return r, params.r0_nm * dq / (2.0 * np.sqrt(q) * params.D_nm)
-
-
-def _profile_and_derivatives(
-    d_nm: FloatArray, r: FloatArray, px_size_nm: float, integrate: bool
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """The 1-D factor of :func:`_profile` at distances d = pixel centre - position, with its
-    derivatives d/d(position) and d/dr (analytic, point-sampled or pixel-averaged)."""
-    if not integrate:
-        e = np.exp(-(d_nm * d_nm) / (2.0 * r * r))
-        return e, e * d_nm / (r * r), e * d_nm * d_nm / (r**3)
-    c = math.sqrt(math.pi / 2.0) / px_size_nm
-    k = 1.0 / (math.sqrt(2.0) * r)
-    a_hi = (d_nm + px_size_nm / 2) * k
-    a_lo = (d_nm - px_size_nm / 2) * k
-    e_hi, e_lo = np.exp(-a_hi * a_hi), np.exp(-a_lo * a_lo)
-    g = (erf(a_hi) - erf(a_lo)) * r * c
-    dpos = (e_lo - e_hi) / px_size_nm  # d/d(position) = -d/d(d)
-    dr = g / r - r * c * (2.0 / math.sqrt(math.pi)) * (a_hi * e_hi - a_lo * e_lo) / r
-    return g, dpos, dr
-
-
-def gaussian_patches(
-    params: PSFParams,
-    plane_z_nm: FloatArray,
-    px_size_nm: float,
-    x_px: FloatArray,
-    y_px: FloatArray,
-    z_nm: FloatArray,
-    origin: FloatArray,
-    n: int,
-    *,
-    transmission: FloatArray | None = None,
-    integrate: bool = False,
-    derivatives: bool = False,
-) -> tuple[FloatArray, FloatArray | None]:
-    """Expected images per detected photon of N molecules on fixed windows (the fitter's view
-    of Eqs. 4-6, the Gaussian counterpart of :func:`voxloc.physics._spline_patches.spline_patches`).
-
-    Plane k sees molecule m at (``x_px``, ``y_px``)[m, k] (px, pixel j centred at j + 0.5),
-    depth ``z_nm`` (N,); its window of side ``n`` starts at pixel ``origin`` (N, P, 2) =
-    (column, row). Values t_k s² / (2 π r²) exp(-d² / 2 r²) per photon (as in
-    :func:`render_planes`, no background); with ``derivatives`` also (N, P, 3, n, n): the
-    analytic d/dx_nm, d/dy_nm of plane k's position and d/dz_nm.
-    """
-    x_px = np.asarray(x_px, dtype=np.float64)
-    y_px = np.asarray(y_px, dtype=np.float64)
-    plane_z = np.asarray(plane_z_nm, dtype=np.float64)
-    p = plane_z.size
-    t = np.full(p, 1.0 / p) if transmission is None else np.asarray(transmission, np.float64)
-    s = float(px_size_nm)
-    r, drdx = _defocus_width_and_slope(
-        plane_z - np.asarray(z_nm, dtype=np.float64)[:, None], params
-    )  # (N, P)
-    amp = t * s * s / (2.0 * math.pi * r * r)  # (N, P)
-    a = np.arange(n)
-    dx = (origin[..., 0, None] + a + 0.5 - x_px[..., None]) * s  # (N, P, n)
-    dy = (origin[..., 1, None] + a + 0.5 - y_px[..., None]) * s
-    gx, gx_pos, gx_r = _profile_and_derivatives(dx, r[..., None], s, integrate)
-    gy, gy_pos, gy_r = _profile_and_derivatives(dy, r[..., None], s, integrate)
-    values = amp[..., None, None] * gy[..., :, None] * gx[..., None, :]
-    if not derivatives:
-        return values, None
-    d_x = amp[..., None, None] * gy[..., :, None] * gx_pos[..., None, :]
-    d_y = amp[..., None, None] * gy_pos[..., :, None] * gx[..., None, :]
-    # d/dr of amp gy gx, then dr/dz = -dr/dx (x = z_plane - z)
-    d_r = (-2.0 / r[..., None, None]) * values + amp[..., None, None] * (
-        gy_r[..., :, None] * gx[..., None, :] + gy[..., :, None] * gx_r[..., None, :]
-    )
-    d_z = -d_r * drdx[..., None, None]
-    return values, np.stack([d_x, d_y, d_z], axis=2)

@@ -92,7 +92,7 @@ class SplinePSF:
         object.__setattr__(self, "_cmat", np.ascontiguousarray(cm))
         object.__setattr__(self, "_cmat32", np.ascontiguousarray(cm, dtype=np.float32))
         object.__setattr__(self, "_render", {})  # render tables per (half_px, exact)
-        object.__setattr__(self, "_patch", {})  # spline_patches' coefficient view per window
+        object.__setattr__(self, "_patch", {})  # Microscope.patch_model per window side
 
     @classmethod
     def from_samples(
