@@ -228,14 +228,14 @@ def run_voxloc(movie: Path, model_path: str, args: argparse.Namespace, settings=
     the simulation's microscope and noise, cameras unregistered (the simulation has no
     affine; it has the per-frame plane drift Δk, which no fit knows)."""
     import pandas as pd
-    import torch
 
     from voxloc.localization.localize import iter_localizations
     from voxloc.localization.movies import open_movie
     from voxloc.localization.resampling import Resampler
     from voxloc.network.model import load_checkpoint, select_device
+    from voxloc.runtime import set_compute_threads
 
-    torch.set_num_threads(args.threads)
+    set_compute_threads(args.threads)
     model = load_checkpoint(model_path, select_device(args.device))
     model.predict(np.full((args.batch, 4, args.size, args.size), 10.0, np.float32), batch_frames=args.batch)
     t0 = time.perf_counter()

@@ -56,6 +56,7 @@ from voxloc.errors import tell_user, user_message
 __all__ = [
     "LOG_FORMAT",
     "limit_heap_fragmentation",
+    "set_compute_threads",
     "SIGTERM_EXIT",
     "Terminated",
     "temp_path",
@@ -252,6 +253,24 @@ def rule_script(snakemake: Any) -> logging.Logger:
         for tmp in remove_stale_temps(output, dead_only=False):
             log.warning("removed %s, left by a job that was killed", tmp)
     return logging.getLogger(rule)
+
+
+# ------------------------------------------------------------------ threads
+
+
+def set_compute_threads(threads: int | None) -> None:
+    """The threads of a job's compute (a rule's ``threads``): torch's intra-op threads (the
+    network) and numba's (the per-molecule fit, :mod:`voxloc.fitting`), so that jobs side by
+    side do not each take every core (torch only once imported: a job that runs no network
+    does not load it). None leaves both at their defaults."""
+    if not threads:
+        return
+    import numba
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(max(1, int(threads)))
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
 # ------------------------------------------------------------------ memory

@@ -39,6 +39,7 @@ from voxloc.localization.localize import LocalizeOptions, resolve_batch_frames, 
 from voxloc.locs import write_parquet
 from voxloc.network.model import TrainedModel, load_checkpoint, read_checkpoint, select_device
 from voxloc.physics.noise import adu_per_photon, to_photons
+from voxloc.runtime import set_compute_threads
 from voxloc.simulation.settings import SimulationSettings
 from voxloc.simulation.shards import settings_from_dict, shard_seed_sequence
 from voxloc.simulation.simulate import simulate_frames
@@ -294,9 +295,8 @@ def speed_frames(sizes_px: Sequence[int], frames: Sequence[int]) -> list[int]:
 
 
 def _set_threads(threads: int | None) -> None:
-    """torch's intra-op threads (the rule's threads); None leaves torch's default."""
-    if threads:
-        torch.set_num_threads(int(threads))
+    """torch's and numba's threads (the rule's threads); None leaves their defaults."""
+    set_compute_threads(threads)
 
 
 def _device_info(device: str) -> dict[str, Any]:

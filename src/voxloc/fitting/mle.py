@@ -14,7 +14,8 @@ read noise folded in as a shift (sCMOS / CCD: y + c ~ Poisson(μ + c), c = σ²,
 (y + c)/2 ~ Poisson((μ + c)/2)). For all of them the score is
 Σ (y − μ) / Var(μ) ∂μ/∂θ, so one Levenberg-Marquardt iteration of Fisher scoring
 (H = Jᵀ W J, W = 1 / Var(μ)) serves all, and each step is accepted only when it lowers the
-negative log-likelihood. Batched over every detection of a network batch (numpy), with a
+negative log-likelihood. Batched over every detection of a network batch (compiled, one
+molecule per thread: :mod:`voxloc.fitting._lm`), with a
 convergence test on the step (``tol_nm`` in position and 1e-4 in relative photons, or less
 than :data:`LOGLIK_TOL` of log-likelihood gained) and an iteration cap. σ_x, σ_y, σ_z are the square roots of the diagonal of H⁻¹ at the estimate
 (the CRLB with photons and backgrounds unknown too).
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from voxloc.fitting._lm import CONVERGED, DIVERGED, MAX_ITER, fit_batch, neighbour_light
 from voxloc.fitting.windows import CameraMaps, Windows
 from voxloc.locs import FIT_FLAGS
 from voxloc.physics.crlb import diag_inverse
@@ -38,7 +40,7 @@ from voxloc.physics.noise import PixelNoise
 from voxloc.physics.spline import SplinePSF
 from voxloc.types import FloatArray
 
-__all__ = ["FitOptions", "FitResult", "fit_windows", "z_bounds_nm", "LOGLIK_TOL"]
+__all__ = ["FitOptions", "FitResult", "fit_windows", "others_light", "z_bounds_nm", "LOGLIK_TOL"]
 
 #: an accepted step that gains less log-likelihood than this has converged (a change of 0.5
 #: is one standard deviation of the estimate along the step)
@@ -84,95 +86,10 @@ def z_bounds_nm(microscope: Microscope, z_range_nm: tuple[float, float]) -> tupl
     return lo, hi
 
 
-class _Model:
-    """μ(θ), J(θ) and the negative log-likelihood on fixed windows."""
-
-    def __init__(
-        self,
-        microscope: Microscope,
-        noise: PixelNoise,
-        maps: CameraMaps,
-        win: Windows,
-        n: int,
-        extra: FloatArray | None = None,
-        shift_px: FloatArray | None = None,
-    ) -> None:
-        self.mic = microscope
-        self.maps = maps
-        self.n = n
-        self.p = maps.n_planes
-        self.s = float(microscope.px_size_nm)
-        self.data = win.data.reshape(len(win.data), -1)
-        self.mask = win.mask.reshape(len(win.mask), -1)
-        self.origin = win.origin
-        self.extra = None if extra is None else np.asarray(extra, np.float64).reshape(len(win.data), -1)
-        self.shift = None if shift_px is None else np.asarray(shift_px, np.float64)
-        self.noise = noise
-        self.b_min = -noise.shift + 1e-3 if noise.kind == "poisson" else -np.inf
-
-    def positions(self, idx: np.ndarray, theta: FloatArray) -> FloatArray:
-        """Where camera k sees detections ``idx`` at θ: (M, P, 2) px."""
-        pos = self.maps.positions_px(theta[:, 0], theta[:, 1], self.s)
-        return pos if self.shift is None else pos + self.shift[idx]
-
-    def evaluate(self, idx: np.ndarray, theta: FloatArray, derivatives: bool):
-        """μ (M, P n²) and J (M, Q, P n²) of detections ``idx`` at θ (M, Q)."""
-        pos = self.positions(idx, theta)
-        g, dg = self.mic.patches(
-            pos[..., 0], pos[..., 1], theta[:, 2], self.origin[idx], self.n, derivatives=derivatives
-        )
-        m = len(idx)
-        photons = theta[:, 3]
-        mu = photons[:, None, None, None] * g + theta[:, 4:, None, None]
-        mu = mu.reshape(m, -1)
-        if self.extra is not None:
-            mu = mu + self.extra[idx]
-        if not derivatives:
-            return mu, None
-        lin = self.maps.linear  # (P, 2, 2): ∂(x_k, y_k)/∂(x, y)
-        nn = self.n * self.n
-        jac = np.zeros((m, 4 + self.p, self.p, nn))
-        dgx = dg[:, :, 0].reshape(m, self.p, nn)
-        dgy = dg[:, :, 1].reshape(m, self.p, nn)
-        ph = photons[:, None, None]
-        jac[:, 0] = ph * (dgx * lin[None, :, 0, 0, None] + dgy * lin[None, :, 1, 0, None])
-        jac[:, 1] = ph * (dgx * lin[None, :, 0, 1, None] + dgy * lin[None, :, 1, 1, None])
-        jac[:, 2] = ph * dg[:, :, 2].reshape(m, self.p, nn)
-        jac[:, 3] = g.reshape(m, self.p, nn)
-        for k in range(self.p):
-            jac[:, 4 + k, k] = 1.0
-        return mu, jac.reshape(m, 4 + self.p, -1)
-
-    def weights(self, idx: np.ndarray, mu: FloatArray) -> FloatArray:
-        return self.mask[idx] / self.noise.variance(mu)
-
-    def nll(self, idx: np.ndarray, mu: FloatArray) -> FloatArray:
-        return self.noise.nll(self.data[idx], mu, self.mask[idx])
-
-
-def _linear_photons(model: _Model, idx: np.ndarray, theta: FloatArray) -> FloatArray:
-    """θ with N and b_k by linear least squares at its position (unit weights), N >= 1."""
-    pos = model.positions(idx, theta)
-    g, _ = model.mic.patches(pos[..., 0], pos[..., 1], theta[:, 2], model.origin[idx], model.n)
-    m, p = len(idx), model.p
-    g = g.reshape(m, p, -1)
-    mask = model.mask[idx].reshape(m, p, -1)
-    y = model.data[idx] if model.extra is None else model.data[idx] - model.extra[idx]
-    y = y.reshape(m, p, -1)
-    a = np.zeros((m, 1 + p, 1 + p))
-    rhs = np.zeros((m, 1 + p))
-    a[:, 0, 0] = np.sum(mask * g * g, axis=(1, 2))
-    rhs[:, 0] = np.sum(mask * g * y, axis=(1, 2))
-    for k in range(p):
-        a[:, 0, 1 + k] = a[:, 1 + k, 0] = np.sum(mask[:, k] * g[:, k], axis=1)
-        a[:, 1 + k, 1 + k] = np.maximum(np.sum(mask[:, k], axis=1), 1.0)
-        rhs[:, 1 + k] = np.sum(mask[:, k] * y[:, k], axis=1)
-    a += 1e-9 * np.eye(1 + p)
-    sol = np.linalg.solve(a, rhs[..., None])[..., 0]
-    out = theta.copy()
-    out[:, 3] = np.maximum(sol[:, 0], 1.0)
-    out[:, 4:] = np.maximum(sol[:, 1:], model.b_min)
-    return out
+def _noise_tuple(noise: PixelNoise) -> tuple[int, float, float, float]:
+    """The kernels' form of the pixel noise: (0 constant | 1 poisson, excess, read var, constant var)."""
+    kind = 0 if noise.kind == "constant" else 1
+    return kind, float(noise.excess), float(noise.read_var_photons), float(noise.constant_var)
 
 
 def fit_windows(
@@ -189,6 +106,7 @@ def fit_windows(
     skip: np.ndarray | None = None,
     extra: FloatArray | None = None,
     shift_px: FloatArray | None = None,
+    rows: np.ndarray | None = None,
 ) -> FitResult:
     """Fit every detection of one batch from the network's (x, y, z) (module doc).
 
@@ -197,103 +115,104 @@ def fit_windows(
     light of other molecules, known, added to each window's μ (the neighbours'
     model in :mod:`voxloc.fitting.refine`). ``shift_px`` (N, P, 2) moves where camera k
     sees each detection beyond the registration (a simulation's per-frame plane drift Δk, Eq. 7).
+    With ``rows``, only those windows are fitted (x, y, z and the per-detection arguments
+    are theirs), without copying them.
     """
     n_det = len(x_nm)
+    rows = np.arange(n_det) if rows is None else np.asarray(rows, np.int64)
     p = maps.n_planes
     q = 4 + p
+    n = options.window_px
     theta0 = np.zeros((n_det, q))
     theta0[:, 0], theta0[:, 1] = x_nm, y_nm
     theta0[:, 2] = np.clip(z_nm, *z_bounds)
-    flags = np.where(windows.edge, FIT_FLAGS["edge"], 0) | np.where(windows.bad, FIT_FLAGS["saturated"], 0)
+    flags = np.where(windows.edge[rows], FIT_FLAGS["edge"], 0) | np.where(
+        windows.bad[rows], FIT_FLAGS["saturated"], 0
+    )
     flags = flags.astype(np.int16)
-    n_iter = np.zeros(n_det, np.int16)
-    converged = np.zeros(n_det, bool)
     if n_det == 0:
-        return FitResult(theta0, np.zeros((0, 3)), np.zeros(0), n_iter, converged, flags)
+        return FitResult(
+            theta0, np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.int16), np.zeros(0, bool), flags
+        )
     # a start that is not a number cannot be fitted: computed at a harmless place, skipped,
     # and given back as it came (NaN), flagged diverged
     no_start = ~np.isfinite(theta0[:, :3]).all(axis=1)
     start_nan = theta0[no_start, :3].copy()
     theta0[no_start, :3] = [0.0, 0.0, z_bounds[0]]
-    model = _Model(microscope, noise, maps, windows, options.window_px, extra, shift_px)
-    everyone = np.arange(n_det)
-    theta0 = _linear_photons(model, everyone, theta0)
-    theta = theta0.copy()
-    too_few = (model.mask.sum(axis=1) < 2 * q) | no_start
-    skip = too_few if skip is None else (np.asarray(skip, bool) | too_few)
-    active = np.flatnonzero(~skip)
-    lam = np.full(n_det, 1e-3)
-    mu_all = np.zeros((n_det, model.data.shape[1]))
-    cost = np.full(n_det, np.inf)
-    hess = np.zeros((n_det, q, q))
-    grad = np.zeros((n_det, q))
-
-    def refresh(idx: np.ndarray, th: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
-        mu, jac = model.evaluate(idx, th, True)
-        w = model.weights(idx, mu)
-        jw = jac * w[:, None, :]
-        h = np.matmul(jw, jac.transpose(0, 2, 1))
-        gr = np.matmul(jw, (model.data[idx] - mu)[..., None])[..., 0]
-        return mu, h, gr, model.nll(idx, mu)
-
-    if len(active):
-        mu_all[active], hess[active], grad[active], cost[active] = refresh(active, theta[active])
+    skip = no_start if skip is None else (np.asarray(skip, bool) | no_start)
     s = float(microscope.px_size_nm)
-    lo = np.concatenate([theta0[:, :2] - options.max_shift_px * s, np.full((n_det, 1), z_bounds[0])], axis=1)
-    hi = np.concatenate([theta0[:, :2] + options.max_shift_px * s, np.full((n_det, 1), z_bounds[1])], axis=1)
-    eye = np.eye(q)
-    for _ in range(options.max_iter):
-        if not len(active):
-            break
-        a = active
-        h = hess[a]
-        damped = h + lam[a, None, None] * (h * eye) + 1e-12 * eye
-        try:
-            step = np.linalg.solve(damped, grad[a][..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            step = np.einsum("mqr,mr->mq", np.linalg.pinv(damped), grad[a])
-        trial = theta[a] + step
-        trial[:, :3] = np.clip(trial[:, :3], lo[a], hi[a])
-        trial[:, 3] = np.maximum(trial[:, 3], 1.0)
-        trial[:, 4:] = np.maximum(trial[:, 4:], model.b_min)
-        mu_t, h_t, g_t, c_t = refresh(a, trial)
-        n_iter[a] += 1
-        better = np.isfinite(c_t) & (c_t <= cost[a])
-        gain = cost[a] - c_t  # the log-likelihood gained; 0.5 is one standard deviation
-        moved = np.abs(trial - theta[a])
-        acc = a[better]
-        theta[acc], mu_all[acc], hess[acc], grad[acc], cost[acc] = (
-            trial[better],
-            mu_t[better],
-            h_t[better],
-            g_t[better],
-            c_t[better],
-        )
-        lam[a] = np.where(better, np.maximum(lam[a] / 10, 1e-7), lam[a] * 10)
-        small = (moved[:, :3].max(axis=1) < options.tol_nm) & (moved[:, 3] < 1e-4 * trial[:, 3])
-        small |= gain < LOGLIK_TOL
-        stuck = ~better & (lam[a] > 1e6)  # no step lowers the likelihood: at its minimum
-        done = (better & small) | stuck
-        converged[a[done]] = True
-        active = a[~done]
-    flags[active] |= FIT_FLAGS["max_iter"]
-    # out of bounds (at a clip) or non-finite: keep the network's position
-    at_bound = (np.abs(theta[:, :2] - theta0[:, :2]) >= options.max_shift_px * s * (1 - 1e-9)).any(axis=1)
-    failed = at_bound | ~np.isfinite(theta).all(axis=1) | ~np.isfinite(cost) & ~skip
-    fallback = np.flatnonzero(failed | skip)
-    theta[fallback] = theta0[fallback]
-    flags[np.flatnonzero(failed & ~skip)] |= FIT_FLAGS["diverged"]
-    converged[fallback] = False
-    if len(fallback):
-        mu_all[fallback], hess[fallback], grad[fallback], cost[fallback] = refresh(fallback, theta[fallback])
-    var = diag_inverse(hess)
-    sigma = np.sqrt(var[:, :3])
-    resid = model.mask * (model.data - mu_all) ** 2 / noise.variance(mu_all)
-    dof = np.maximum(model.mask.sum(axis=1) - q, 1)
-    chi2 = resid.sum(axis=1) / dof
+    shift = max(float(options.max_shift_px) * s, 1e-9)
+    bounds = np.empty((n_det, 3, 2))
+    bounds[:, :2, 0] = theta0[:, :2] - shift
+    bounds[:, :2, 1] = theta0[:, :2] + shift
+    bounds[:, 2] = z_bounds
+    pm = microscope.patch_model(n)
+    b_min = -noise.shift + 1e-3 if noise.kind == "poisson" else -np.inf
+    noise_t = _noise_tuple(noise)
+    opts = np.array([options.max_iter, options.tol_nm, LOGLIK_TOL, shift])
+    data = np.ascontiguousarray(windows.data, dtype=np.float64)
+    extra = np.zeros((1, p, n, n)) if extra is None else np.asarray(extra, np.float64).reshape(n_det, p, n, n)
+    extra = np.ascontiguousarray(extra)
+    shift_px = np.zeros((n_det, p, 2)) if shift_px is None else np.asarray(shift_px, np.float64)
+    theta = np.empty((n_det, q))
+    hess = np.empty((n_det, q, q))
+    var = np.empty((n_det, 3))
+    chi2 = np.empty(n_det)
+    n_iter = np.empty(n_det, np.int64)
+    status = np.empty(n_det, np.int64)
+    fit_batch(
+        (pm.kind, pm.gauss, pm.plane_z, pm.trans, pm.coeffs, pm.spline), np.ascontiguousarray(maps.inverse),
+        s, data, np.ascontiguousarray(windows.mask), np.ascontiguousarray(windows.origin, np.int64), rows, extra,
+        np.ascontiguousarray(np.broadcast_to(shift_px, (n_det, p, 2))), theta0, skip, noise_t, b_min, bounds,
+        opts, theta, hess, var, chi2, n_iter, status,
+    )  # fmt: skip
+    flags[status == MAX_ITER] |= FIT_FLAGS["max_iter"]
+    flags[status == DIVERGED] |= FIT_FLAGS["diverged"]
+    ill = np.isnan(var).any(axis=1)
+    if ill.any():
+        var[ill] = diag_inverse(hess[ill])[:, :3]
+    sigma = np.sqrt(var)
     if no_start.any():
         theta[no_start, :3] = start_nan
         sigma[no_start] = np.nan
         chi2[no_start] = np.nan
         flags[no_start] |= FIT_FLAGS["diverged"]
-    return FitResult(theta, sigma, chi2, n_iter, converged, flags)
+    return FitResult(theta, sigma, chi2, n_iter.astype(np.int16), status == CONVERGED, flags)
+
+
+def others_light(
+    microscope: Microscope,
+    noise: PixelNoise,
+    maps: CameraMaps,
+    theta: FloatArray,
+    others: tuple[np.ndarray, np.ndarray, np.ndarray],
+    windows: Windows,
+    given: FloatArray | None = None,
+    shift_px: FloatArray | None = None,
+) -> tuple[FloatArray, FloatArray]:
+    """The light of other molecules on some detections' windows, and how much it changed.
+
+    ``others`` = (rows, ptr, j): row r is the window of detection rows[r] (its origin and
+    mask in ``windows``, of all detections), lit by the molecules j[ptr[r]:ptr[r + 1]] at
+    their θ (position and photons; ``shift_px`` (N, P, 2) as for :func:`fit_windows`).
+    Returns the light (R, P, n, n) and, with ``given`` (R, P, n, n), Σ (light - given)² / Var
+    per row over the window's pixels (Var of the noise at that detection's fitted
+    background; else zeros)."""
+    rows, ptr, j = others
+    n = windows.data.shape[-1]
+    p = maps.n_planes
+    pm = microscope.patch_model(n)
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    shift = np.zeros((len(theta), p, 2)) if shift_px is None else shift_px
+    out = np.empty((len(rows), p, n, n))
+    change = np.zeros(len(rows))
+    given = np.zeros((0, p, n, n)) if given is None else np.ascontiguousarray(given, dtype=np.float64)
+    if len(rows):
+        neighbour_light(
+            (pm.kind, pm.gauss, pm.plane_z, pm.trans, pm.coeffs, pm.spline), np.ascontiguousarray(maps.inverse),
+            float(microscope.px_size_nm), theta, np.ascontiguousarray(shift, dtype=np.float64),
+            np.ascontiguousarray(windows.origin, dtype=np.int64), np.ascontiguousarray(windows.mask),
+            np.asarray(rows, np.int64), np.asarray(ptr, np.int64), np.asarray(j, np.int64), given,
+            _noise_tuple(noise), out, change,
+        )  # fmt: skip
+    return out, change

@@ -10,10 +10,12 @@ edge, saturated or not finite are left out of the likelihood (a mask) and flagge
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 
 from voxloc.physics.cameras import apply_affine
 from voxloc.types import FloatArray, IntArray
@@ -65,6 +67,31 @@ def saturation_photons(dtype: np.dtype, offset_adu: float, adu_per_photon: float
     return (float(np.iinfo(dtype).max) - offset_adu) / adu_per_photon
 
 
+@njit(cache=True, parallel=True)
+def _cut_plane(cam, t, origin, finite, saturation, data, mask, edge, bad) -> None:  # noqa: ANN001
+    """Camera k's windows: data/mask (N, n, n) of the detections' windows starting at origin
+    (N, 2) = (column, row) in frames t (N,) of ``cam`` (B, H, W); edge / bad are or-ed."""
+    height, width = cam.shape[1], cam.shape[2]
+    n = data.shape[1]
+    for m in prange(data.shape[0]):
+        for a in range(n):
+            row = origin[m, 1] + a
+            for b in range(n):
+                col = origin[m, 0] + b
+                inside = 0 <= row < height and 0 <= col < width
+                if not inside:
+                    edge[m] = True
+                    data[m, a, b] = 0.0
+                    mask[m, a, b] = False
+                    continue
+                v = np.float64(cam[t[m], row, col])
+                good = finite[m] and math.isfinite(v) and v < saturation
+                if not good:
+                    bad[m] = True
+                data[m, a, b] = v if good else 0.0
+                mask[m, a, b] = good
+
+
 def cut_windows(
     frames: Sequence[FloatArray],
     frame_index: IntArray,
@@ -84,32 +111,14 @@ def cut_windows(
     m, p = pos.shape[:2]
     finite = np.isfinite(pos).all(axis=-1)  # (N, P); a position not a number: empty window
     origin = (np.ceil(np.where(finite[..., None], pos, 0.0) - 0.5) - h).astype(np.int64)
-    data = np.zeros((m, p, n, n))
-    mask = np.zeros((m, p, n, n), dtype=bool)
-    a = np.arange(n)
-    t = np.asarray(frame_index, dtype=np.int64)
-    for k, cam in enumerate(frames):
-        height, width = cam.shape[-2:]
-        rows = origin[:, k, 1, None] + a  # (N, n)
-        cols = origin[:, k, 0, None] + a
-        inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        vals = cam[
-            t[:, None, None],
-            np.clip(rows, 0, height - 1)[:, :, None],
-            np.clip(cols, 0, width - 1)[:, None, :],
-        ]
-        vals = np.asarray(vals, dtype=np.float64)
-        good = inside & np.isfinite(vals) & finite[:, k, None, None]
-        if saturation is not None:
-            good &= vals < saturation * (1 - 1e-6)
-        data[:, k] = np.where(good, vals, 0.0)
-        mask[:, k] = good
-        if k == 0:
-            edge = ~inside.all(axis=(1, 2))
-            bad = (inside & ~good).any(axis=(1, 2))
-        else:
-            edge |= ~inside.all(axis=(1, 2))
-            bad |= (inside & ~good).any(axis=(1, 2))
-    if m == 0 or not len(frames):
-        edge = bad = np.zeros(m, dtype=bool)
+    data = np.empty((m, p, n, n))
+    mask = np.empty((m, p, n, n), dtype=bool)
+    edge = np.zeros(m, dtype=bool)
+    bad = np.zeros(m, dtype=bool)
+    t = np.ascontiguousarray(frame_index, dtype=np.int64)
+    limit = np.inf if saturation is None else float(saturation) * (1 - 1e-6)
+    if m:
+        for k, cam in enumerate(frames):
+            _cut_plane(np.asarray(cam), t, np.ascontiguousarray(origin[:, k]), np.ascontiguousarray(finite[:, k]),
+                       limit, data[:, k], mask[:, k], edge, bad)  # fmt: skip
     return Windows(data, origin, mask, edge, bad)

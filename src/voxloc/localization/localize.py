@@ -30,7 +30,7 @@ from voxloc.localization.movies import Movie
 from voxloc.localization.provenance import check_model_psf, locs_metadata
 from voxloc.localization.resampling import Resampler
 from voxloc.locs import LOC_SCHEMA, RowGroupWriter, empty_locs, encode_metadata, to_arrow, with_network_only
-from voxloc.runtime import limit_heap_fragmentation
+from voxloc.runtime import limit_heap_fragmentation, set_compute_threads
 from voxloc.voxels import voxel_table
 
 if TYPE_CHECKING:
@@ -321,7 +321,6 @@ def run_chunk(
     ``microscope`` of the calibration (PSF, planes, transmission) and the camera's noise
     ``camera_noise`` (:class:`voxloc.physics.noise.PixelNoise`), both required then.
     """
-    import torch
 
     from voxloc.fitting.mle import FitOptions
     from voxloc.fitting.refine import Refiner
@@ -330,8 +329,7 @@ def run_chunk(
     from voxloc.network.model import load_checkpoint, select_device
 
     opts = options if options is not None else LocalizeOptions()
-    if opts.threads is not None:
-        torch.set_num_threads(max(1, int(opts.threads)))
+    set_compute_threads(opts.threads)
     model = load_checkpoint(model_path, select_device(opts.device), opts.precision)
     if psf_calibration is not None:
         from voxloc.calibration.files import load_psf

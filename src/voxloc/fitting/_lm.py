@@ -1,0 +1,341 @@
+"""The compiled (numba) Levenberg-Marquardt fit of :func:`voxloc.fitting.mle.fit_windows`:
+one molecule per thread of a batch (``prange``), its model from the window kernels of
+:mod:`voxloc.physics._patch_kernels`. The method is the module doc of
+:mod:`voxloc.fitting.mle`; this file holds only its loops.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from voxloc.fitting._linalg import cholesky_solve, variances_xyz
+from voxloc.physics._patch_kernels import plane_window, work_array
+
+__all__ = ["CONVERGED", "MAX_ITER", "DIVERGED", "SKIPPED", "fit_batch", "neighbour_light"]
+
+#: status of each fit
+CONVERGED, MAX_ITER, DIVERGED, SKIPPED = 0, 1, 2, 3
+
+
+@njit(cache=True, nogil=True)
+def _model(pm, inv, s, origin, shift, th, n, deriv, g, d, work):  # noqa: ANN001
+    """The PSF windows g (P, n, n) (and d (P, 3, n, n)) of one molecule at θ."""
+    kind, gp, plane_z, trans, cf, sp = pm
+    x = th[0] / s
+    y = th[1] / s
+    for k in range(g.shape[0]):
+        xk = inv[k, 0, 0] * x + inv[k, 0, 1] * y + inv[k, 0, 2] + shift[k, 0]
+        yk = inv[k, 1, 0] * x + inv[k, 1, 1] * y + inv[k, 1, 2] + shift[k, 1]
+        plane_window(
+            kind,
+            gp,
+            plane_z,
+            trans,
+            cf,
+            sp,
+            k,
+            xk,
+            yk,
+            th[2],
+            origin[k, 0],
+            origin[k, 1],
+            n,
+            deriv,
+            g,
+            d,
+            work,
+        )
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
+    """Fisher information H = Jᵀ W J, score Jᵀ W (y - μ) (when ``hess`` has rows), the
+    negative log-likelihood and Σ (y - μ)² / Var(μ) of one molecule at θ (the ``mask`` as a
+    0 / 1 weight: the pixel loop has no branch and vectorises). Per plane k the
+    Jacobian has 5 non-zero columns (x, y, z, N, b_k): their 15 products are summed in
+    scalars, then added to H."""
+    kind, excess, read_var, const_var = noise
+    p, n = g.shape[0], g.shape[1]
+    with_h = hess.shape[0] > 0
+    if with_h:
+        hess[:] = 0.0
+        grad[:] = 0.0
+    photons = th[3]
+    c = read_var / excess
+    cost = 0.0
+    chi2 = 0.0
+    nn = n * n
+    for k in range(p):
+        l00, l01, l10, l11 = inv[k, 0, 0], inv[k, 0, 1], inv[k, 1, 0], inv[k, 1, 1]
+        b = th[4 + k]
+        gk = g[k].reshape(nn)
+        yk = data[k].reshape(nn)
+        mk = mask[k].reshape(nn)
+        ek = extra[k].reshape(nn)
+        dxk = d[k, 0].reshape(nn)
+        dyk = d[k, 1].reshape(nn)
+        dzk = d[k, 2].reshape(nn)
+        h00 = h01 = h02 = h03 = h04 = h11 = h12 = h13 = h14 = h22 = h23 = h24 = h33 = h34 = h44 = 0.0
+        g0 = g1 = g2 = g3 = g4 = 0.0
+        for t in range(nn):
+            gv = gk[t]
+            mu = photons * gv + b + ek[t]
+            y = yk[t]
+            r = y - mu
+            on = 1.0 if mk[t] else 0.0
+            if kind == 0:
+                w = on / const_var
+                cost += 0.5 * r * r * w
+            else:
+                w = on / (excess * max(mu, 0.0) + read_var)
+                mu_s = max(mu + c, 1e-9) / excess
+                cost += on * (mu_s - max(y + c, 0.0) / excess * math.log(mu_s))
+            chi2 += r * r * w
+            if not with_h:
+                continue
+            j0 = photons * (dxk[t] * l00 + dyk[t] * l10)
+            j1 = photons * (dxk[t] * l01 + dyk[t] * l11)
+            j2 = photons * dzk[t]
+            w0, w1, w2, w3 = w * j0, w * j1, w * j2, w * gv
+            g0 += w0 * r
+            g1 += w1 * r
+            g2 += w2 * r
+            g3 += w3 * r
+            g4 += w * r
+            h00 += w0 * j0
+            h01 += w0 * j1
+            h02 += w0 * j2
+            h03 += w0 * gv
+            h04 += w0
+            h11 += w1 * j1
+            h12 += w1 * j2
+            h13 += w1 * gv
+            h14 += w1
+            h22 += w2 * j2
+            h23 += w2 * gv
+            h24 += w2
+            h33 += w3 * gv
+            h34 += w3
+            h44 += w
+        if with_h:
+            e = 4 + k
+            grad[0] += g0
+            grad[1] += g1
+            grad[2] += g2
+            grad[3] += g3
+            grad[e] += g4
+            hess[0, 0] += h00
+            hess[0, 1] += h01
+            hess[0, 2] += h02
+            hess[0, 3] += h03
+            hess[0, e] += h04
+            hess[1, 1] += h11
+            hess[1, 2] += h12
+            hess[1, 3] += h13
+            hess[1, e] += h14
+            hess[2, 2] += h22
+            hess[2, 3] += h23
+            hess[2, e] += h24
+            hess[3, 3] += h33
+            hess[3, e] += h34
+            hess[e, e] += h44
+    if with_h:
+        q = hess.shape[0]
+        for a in range(q):
+            for bb in range(a):
+                hess[a, bb] = hess[bb, a]
+    return cost, chi2
+
+
+@njit(cache=True, nogil=True)
+def _linear_photons(th, data, mask, extra, g, b_min) -> None:  # noqa: ANN001
+    """N and b_k of θ by linear least squares at its position (unit weights), N >= 1."""
+    p = g.shape[0]
+    q = 1 + p
+    a = np.zeros((q, q))
+    rhs = np.zeros(q)
+    for k in range(p):
+        for i in range(g.shape[1]):
+            for j in range(g.shape[2]):
+                mw = 1.0 if mask[k, i, j] else 0.0
+                gv = g[k, i, j]
+                y = data[k, i, j] - extra[k, i, j]
+                a[0, 0] += mw * gv * gv
+                rhs[0] += mw * gv * y
+                a[0, 1 + k] += mw * gv
+                a[1 + k, 1 + k] += mw
+                rhs[1 + k] += mw * y
+    for k in range(p):
+        a[1 + k, 0] = a[0, 1 + k]
+        a[1 + k, 1 + k] = max(a[1 + k, 1 + k], 1.0)
+    scale = 0.0
+    for i in range(q):
+        scale = max(scale, a[i, i])
+    for i in range(q):
+        a[i, i] += 1e-9 * max(scale, 1.0)
+    sol = np.zeros(q)
+    if not cholesky_solve(a, rhs, sol):
+        return
+    th[3] = max(sol[0], 1.0)
+    for k in range(p):
+        th[4 + k] = max(sol[1 + k], b_min)
+
+
+@njit(cache=True, nogil=True)
+def _fit_one(pm, inv, s, data, mask, extra, origin, shift, th0, skip, noise, b_min, bounds, opts,  # noqa: ANN001
+             theta_out, hess_out, var_out, chi2_out, iter_out, status_out) -> None:  # fmt: skip
+    p, n = data.shape[0], data.shape[1]
+    q = 4 + p
+    max_iter, tol_nm, ll_tol, max_shift_nm = int(opts[0]), opts[1], opts[2], opts[3]
+    g = np.empty((p, n, n))
+    d = np.empty((p, 3, n, n))
+    work = work_array(n)
+    start = th0.copy()
+    # g and d do not depend on N and b: one evaluation serves the linear start and the fit
+    _model(pm, inv, s, origin, shift, start, n, True, g, d, work)
+    _linear_photons(start, data, mask, extra, g, b_min)
+    n_pix = 0
+    for k in range(p):
+        for i in range(n):
+            for j in range(n):
+                if mask[k, i, j]:
+                    n_pix += 1
+    th = start.copy()
+    hess = np.zeros((q, q))
+    grad = np.zeros(q)
+    status = SKIPPED
+    n_iter = 0
+    cost = np.inf
+    chi2 = np.nan
+    cost, chi2 = _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad)
+    if not skip and n_pix >= 2 * q:
+        hess_t = np.zeros((q, q))
+        grad_t = np.zeros(q)
+        damped = np.zeros((q, q))
+        step = np.zeros(q)
+        trial = np.zeros(q)
+        lam = 1e-3
+        status = MAX_ITER
+        while n_iter < max_iter:
+            for a in range(q):
+                for b in range(q):
+                    damped[a, b] = hess[a, b]
+                damped[a, a] += lam * hess[a, a] + 1e-12
+            n_iter += 1
+            ok = cholesky_solve(damped, grad, step)
+            better = False
+            small = False
+            if ok:
+                # the Newton decrement: the log-likelihood this step would gain on the
+                # quadratic model; below the tolerance, θ is at the maximum already
+                decrement = 0.0
+                for a in range(q):
+                    decrement += step[a] * grad[a]
+                if lam <= 1e-3 and 0.5 * decrement < ll_tol:
+                    status = CONVERGED
+                    break
+                for a in range(q):
+                    trial[a] = th[a] + step[a]
+                for a in range(3):
+                    trial[a] = min(max(trial[a], bounds[a, 0]), bounds[a, 1])
+                trial[3] = max(trial[3], 1.0)
+                for k in range(p):
+                    trial[4 + k] = max(trial[4 + k], b_min)
+                _model(pm, inv, s, origin, shift, trial, n, True, g, d, work)
+                c_t, chi2_t = _accumulate(trial, inv, data, mask, extra, g, d, noise, hess_t, grad_t)
+                better = math.isfinite(c_t) and c_t <= cost
+                moved = 0.0
+                for a in range(3):
+                    moved = max(moved, abs(trial[a] - th[a]))
+                small = (moved < tol_nm and abs(trial[3] - th[3]) < 1e-4 * trial[3]) or cost - c_t < ll_tol
+                if better:
+                    th[:] = trial
+                    hess[:] = hess_t
+                    grad[:] = grad_t
+                    cost = c_t
+                    chi2 = chi2_t
+            lam = max(lam / 10, 1e-7) if better else lam * 10
+            if (better and small) or (not better and lam > 1e6):
+                status = CONVERGED
+                break
+        # out of bounds (at a clip) or not a number: the start kept, flagged
+        failed = not math.isfinite(cost)
+        for a in range(2):
+            failed |= abs(th[a] - start[a]) >= max_shift_nm * (1 - 1e-9)
+        for a in range(q):
+            failed |= not math.isfinite(th[a])
+        if failed:
+            status = DIVERGED
+    if status == DIVERGED:
+        th[:] = start
+        _model(pm, inv, s, origin, shift, th, n, True, g, d, work)
+        cost, chi2 = _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad)
+    theta_out[:] = th
+    hess_out[:, :] = hess
+    if not variances_xyz(hess, var_out):
+        var_out[:] = np.nan
+    chi2_out[0] = chi2 / max(n_pix - q, 1)
+    iter_out[0] = n_iter
+    status_out[0] = status
+
+
+@njit(cache=True, parallel=True)
+def fit_batch(pm, inv, s, data, mask, origin, idx, extra, shift, theta0, skip, noise, b_min, bounds, opts,  # noqa: ANN001
+              theta_out, hess_out, var_out, chi2_out, iter_out, status_out) -> None:  # fmt: skip
+    """Fit each molecule m from θ0[m] on window idx[m] (module doc of :mod:`voxloc.fitting.mle`).
+
+    ``pm`` the :class:`voxloc.physics._patch_kernels.PatchModel` as a tuple, ``inv`` (P, 3, 3)
+    the inverse registrations; the windows' ``data``, ``mask`` (of the pixels in the
+    likelihood) (W, P, n, n) and ``origin`` (W, P, 2); per molecule ``extra`` (M or 1, P, n,
+    n), ``shift`` (M, P, 2) px, ``bounds`` (M, 3, 2) of x, y, z; ``noise`` = (0 constant |
+    1 poisson, excess, read variance, constant variance), ``opts`` = (max_iter, tol_nm,
+    log-likelihood tolerance, max shift nm). Writes θ̂, H at θ̂, diag(H⁻¹) of x, y, z (NaN
+    where H is ill-conditioned), χ²/dof, iterations, status."""
+    e_step = 1 if extra.shape[0] > 1 else 0
+    for m in prange(theta0.shape[0]):
+        w = idx[m]
+        _fit_one(
+            pm, inv, s, data[w], mask[w], extra[m * e_step], origin[w], shift[m], theta0[m], skip[m], noise, b_min,
+            bounds[m], opts, theta_out[m], hess_out[m], var_out[m], chi2_out[m : m + 1], iter_out[m : m + 1],
+            status_out[m : m + 1],
+        )  # fmt: skip
+
+
+@njit(cache=True, parallel=True)
+def neighbour_light(
+    pm, inv, s, theta, shift, origin, mask, rows, ptr, nbr, given, noise, out, change
+) -> None:  # noqa: ANN001
+    """out[r] = Σ N_j g_j on the window of detection rows[r] (``origin``, ``mask`` of all
+    windows) over the molecules j = nbr[ptr[r]:ptr[r + 1]] at θ[j] (their photons and
+    positions), shifted by shift[j]; with ``given`` (R, P, n, n) also change[r] =
+    Σ mask (out[r] - given[r])² / Var at the fitted background of that detection."""
+    kind, excess, read_var, const_var = noise
+    p, n = out.shape[1], out.shape[2]
+    with_change = given.shape[0] > 0
+    for r in prange(out.shape[0]):
+        w = rows[r]
+        out[r] = 0.0
+        g = np.empty((p, n, n))
+        d = np.empty((p, 3, 1, 1))
+        work = work_array(n)
+        for e in range(ptr[r], ptr[r + 1]):
+            j = nbr[e]
+            _model(pm, inv, s, origin[w], shift[j], theta[j], n, False, g, d, work)
+            photons = theta[j, 3]
+            for k in range(p):
+                for a in range(n):
+                    for b in range(n):
+                        out[r, k, a, b] += photons * g[k, a, b]
+        if not with_change:
+            continue
+        acc = 0.0
+        for k in range(p):
+            var = const_var if kind == 0 else excess * max(theta[w, 4 + k], 0.0) + read_var
+            for a in range(n):
+                for b in range(n):
+                    if mask[w, k, a, b]:
+                        acc += (out[r, k, a, b] - given[r, k, a, b]) ** 2 / var
+        change[r] = acc
