@@ -195,7 +195,8 @@ def test_subtract_isolated_rows_match_alone(small_batch):
 def test_subtract_models_the_neighbours_light():
     """Pairs 4 px (768 nm, not crowded at 400 nm) apart, one pair per frame: each molecule's
     window holds its neighbour's light. Fitted alone they are biased toward each other with
-    the light taken for background; ``subtract`` (the neighbours' fitted light added to μ)
+    the light taken for background; ``subtract`` (the neighbours' light, at the network's
+    positions with their photons fitted there, added to μ)
     gives fits near the CRLB with calibrated σ, photons and background."""
     mic = Microscope()
     rng = np.random.default_rng(4)
@@ -227,7 +228,6 @@ def test_subtract_models_the_neighbours_light():
     assert abs(np.median(sub["photons"] / photons) - 1) < 0.03
     assert abs(np.median(sub["bg"]) / 10 - 1) < 0.03 and np.median(alone["bg"]) > 12
     assert 0.9 < np.median(sub["chi2_dof"]) < 1.1 < np.median(alone["chi2_dof"])
-    assert np.all(sub["n_iter"] > alone["n_iter"])  # refitted
 
 
 def test_refiner_rejects_unknown_mode():

@@ -10,7 +10,10 @@ of :mod:`voxloc.fitting.mle` and :mod:`voxloc.fitting.windows`).
 Neighbours: detections of one frame closer than ``neighbour_nm`` laterally are flagged
 ``crowded``; with ``crowded_mode`` ``network`` or ``subtract`` they keep the network's
 position (photons, background and σ fitted there), with ``alone`` they are fitted alone like
-the others; ``subtract`` also models the light of each window's farther neighbours.
+the others; ``subtract`` also models the light of each window's farther neighbours: at the
+network's positions, with their photons fitted there (one linear solve each), added to μ
+before the fit; then the windows whose neighbours' light changed enough once they are
+fitted are refitted with it (:meth:`Refiner._refit`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, z_bounds_nm
+from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, others_light, z_bounds_nm
 from voxloc.fitting.windows import CameraMaps, Windows, cut_windows
 from voxloc.locs import FIT_FLAGS, flag_counts
 from voxloc.physics.microscope import Microscope
@@ -31,19 +34,19 @@ from voxloc.types import FloatArray
 
 __all__ = ["CROWDED_MODES", "Refiner", "crowded", "neighbour_pairs", "fit_physics"]
 
+#: a window is refitted with its neighbours' fitted light when that light changed by this
+#: much (Σ Δ² / Var) from the light of its first fit: fitted values then move < 0.1 σ
+REFIT_TOL = 0.01
+
 #: what detections with neighbours get (config ``localize.fit_crowded``): fitted ``alone``,
-#: refitted with the neighbours' fitted light ``subtract``-ed (module doc), or the
+#: fitted with the farther neighbours' light ``subtract``-ed (module doc), or the
 #: ``network``'s position kept
 CROWDED_MODES = ("alone", "subtract", "network")
 
-#: refits of ``subtract``: each one with the neighbours' light of the previous estimates
-SUBTRACT_ROUNDS = 2
 #: px beyond a window's edge from which another molecule's light is modelled in it
 NEIGHBOUR_REACH_PX = 6
 #: neighbours whose light a window models, the nearest first
 MAX_NEIGHBOURS = 8
-#: neighbour windows evaluated at a time
-PAIR_CHUNK = 4096
 
 
 def neighbour_pairs(
@@ -124,12 +127,25 @@ class Refiner:
             pos = pos + shift_px
         win = cut_windows(cams, frame, pos, self.options.window_px, saturation=self.saturation)
         skip = near if self.crowded_mode in ("network", "subtract") else None
+        others = self._others(frame, x, y) if self.crowded_mode == "subtract" else None
+        extra = None
+        if others is not None:
+            # the neighbours' light from the network's positions and their photons there
+            # (fitted at them, a single linear solve), so the first fit is not pulled by it
+            at_net = fit_windows(
+                self.microscope, self.noise, self.maps, win, x, y, z, z_bounds=self.z_bounds,
+                options=self.options, skip=np.ones(len(x), bool), shift_px=shift_px,
+            )  # fmt: skip
+            extra = np.zeros(win.data.shape)
+            extra[others[0]], _ = others_light(
+                self.microscope, self.noise, self.maps, at_net.theta, others, win, shift_px=shift_px
+            )
         res = fit_windows(
             self.microscope, self.noise, self.maps, win, x, y, z, z_bounds=self.z_bounds,
-            options=self.options, skip=skip, shift_px=shift_px,
+            options=self.options, skip=skip, extra=extra, shift_px=shift_px,
         )  # fmt: skip
-        if self.crowded_mode == "subtract":
-            res = self._subtract_neighbours(res, win, frame, x, y, near, shift_px)
+        if others is not None:
+            res = self._refit(res, win, others, extra[others[0]], near, shift_px)
         flags = res.flags | np.where(near, FIT_FLAGS["crowded"], 0).astype(np.int16)
         for axis in "xyz":
             out[f"{axis}_net_nm"] = table[f"{axis}_nm"].astype(np.float32)
@@ -149,63 +165,52 @@ class Refiner:
         self.n_fitted += len(out)
         return out
 
-    def _subtract_neighbours(self, res: FitResult, win: Windows, frame: np.ndarray, x_net: FloatArray,
-                             y_net: FloatArray, skip: np.ndarray,
-                             shift_px: FloatArray | None) -> FitResult:  # fmt: skip
-        """Refit the detections whose windows other molecules' light reaches, with that light
-        (from the current estimates) added to their μ; :data:`SUBTRACT_ROUNDS` times. The
-        neighbours' fitted photons and positions stand for their light: a block-coordinate
-        ascent of the joint likelihood of a frame's molecules."""
-        n = self.options.window_px
+    def _others(self, frame: np.ndarray, x_net: FloatArray, y_net: FloatArray):
+        """The molecules whose light reaches each window: (rows, ptr, others), row r's
+        neighbours others[ptr[r]:ptr[r + 1]], the :data:`MAX_NEIGHBOURS` nearest; None if none.
+        A close pair's light is one spot to both fits (``crowded``: network positions); only
+        farther molecules' light is modelled, which the coordinate-wise fits converge on."""
         s = self.microscope.px_size_nm
-        reach_nm = (n // 2 + NEIGHBOUR_REACH_PX) * s
+        reach_nm = (self.options.window_px // 2 + NEIGHBOUR_REACH_PX) * s
         i, j, d = neighbour_pairs(frame, x_net, y_net, reach_nm)
-        # a close pair's light is one spot to both fits (crowded: network positions); only
-        # farther molecules' light is modelled, which the coordinate-wise fits converge on
         far = d > self.neighbour_nm
         i, j, d = i[far], j[far], d[far]
-        # the MAX_NEIGHBOURS nearest of each: bounded work where detections are dense
         order = np.lexsort((d, i))
         i, j = i[order], j[order]
         rank = np.arange(len(i)) - np.searchsorted(i, i)
         i, j = i[rank < MAX_NEIGHBOURS], j[rank < MAX_NEIGHBOURS]
         if not len(i):
+            return None
+        rows, ptr = np.unique(i, return_index=True)
+        return rows, np.append(ptr, len(i)), j
+
+    def _refit(self, res: FitResult, win: Windows, others: tuple, given: FloatArray, skip: np.ndarray,
+               shift_px: FloatArray | None) -> FitResult:  # fmt: skip
+        """Refit, once, the detections whose neighbours' light, now from their fitted positions
+        and photons, changed by Σ Δ² / Var(b) >= :data:`REFIT_TOL` from the light ``given``
+        to their first fit (Var at the fitted background, a lower bound of Var(μ)): one more
+        step of block-coordinate ascent of the frame's joint likelihood. Below the tolerance
+        a refit would move no fitted value by more than sqrt(REFIT_TOL) of its σ
+        (Cauchy-Schwarz in the Fisher metric), so it is not done."""
+        rows = others[0]
+        th = res.theta
+        light, change = others_light(self.microscope, self.noise, self.maps, th, others, win, given, shift_px)
+        again = np.flatnonzero(change >= REFIT_TOL)
+        if not len(again):
             return res
-        refit = np.unique(i)
-        n_iter = res.n_iter.copy()
-        for _ in range(SUBTRACT_ROUNDS):
-            th = res.theta
-            pos = self.maps.positions_px(th[j, 0], th[j, 1], s)
-            if shift_px is not None:
-                pos = pos + shift_px[j]
-            extra = np.zeros(win.data.shape)
-            for lo in range(0, len(i), PAIR_CHUNK):  # memory: PAIR_CHUNK windows at a time
-                sl = slice(lo, lo + PAIR_CHUNK)
-                ii, jj = i[sl], j[sl]
-                light, _ = self.microscope.patches(pos[sl, :, 0], pos[sl, :, 1], th[jj, 2], win.origin[ii], n)
-                np.add.at(extra, ii, light * th[jj, 3, None, None, None])
-            sub = Windows(
-                win.data[refit], win.origin[refit], win.mask[refit], win.edge[refit], win.bad[refit]
-            )
-            again = fit_windows(
-                self.microscope, self.noise, self.maps, sub, th[refit, 0], th[refit, 1], th[refit, 2],
-                z_bounds=self.z_bounds, options=self.options, extra=extra[refit], skip=skip[refit],
-                shift_px=None if shift_px is None else shift_px[refit],
-            )  # fmt: skip
-            theta = th.copy()
-            theta[refit] = again.theta
-            sigma, chi2, conv, flags = (
-                a.copy() for a in (res.sigma_nm, res.chi2_dof, res.converged, res.flags)
-            )
-            sigma[refit], chi2[refit], conv[refit], flags[refit] = (
-                again.sigma_nm,
-                again.chi2_dof,
-                again.converged,
-                again.flags,
-            )
-            n_iter[refit] += again.n_iter
-            res = FitResult(theta, sigma, chi2, n_iter, conv, flags)
-        return res
+        refit = rows[again]
+        new = fit_windows(
+            self.microscope, self.noise, self.maps, win, th[refit, 0], th[refit, 1], th[refit, 2],
+            z_bounds=self.z_bounds, options=self.options, extra=light[again], skip=skip[refit],
+            shift_px=None if shift_px is None else shift_px[refit], rows=refit,
+        )  # fmt: skip
+        out = FitResult(
+            *(a.copy() for a in (th, res.sigma_nm, res.chi2_dof, res.n_iter, res.converged, res.flags))
+        )
+        out.theta[refit], out.sigma_nm[refit], out.chi2_dof[refit] = new.theta, new.sigma_nm, new.chi2_dof
+        out.converged[refit], out.flags[refit] = new.converged, new.flags
+        out.n_iter[refit] += new.n_iter
+        return out
 
     def summary(self) -> str:
         """One log line: detections fitted and the count of each flag."""
