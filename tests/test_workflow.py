@@ -40,7 +40,7 @@ from voxloc.evaluation.depth import CRLB_DEPTH_COLUMNS, DEPTH_COLUMNS
 from voxloc.evaluation.evaluate import NET_KEYS
 from voxloc.evaluation.matching import Summary
 from voxloc.evaluation.uncertainty import SUMMARY_KEYS as COVERAGE_KEYS
-from voxloc.locs import LOC_SCHEMA, read_metadata
+from voxloc.locs import FIT_FLAGS, LOC_SCHEMA, read_metadata
 from voxloc.network.model import load_checkpoint
 from voxloc.network.validation import LOG_COLUMNS
 from voxloc.simulation import shards
@@ -713,6 +713,38 @@ def test_model_trained_for_another_psf_warns_in_the_chunk_log(run, tmp_path):
     # the chunk is written all the same (its int8 calibration frames fall back to Table 2's
     # PSF, since the model's own spline file is gone: the numbers may differ slightly)
     assert len(pd.read_parquet(workdir / chunk)) > 0
+
+
+def test_the_per_molecule_fit_runs_in_a_chunk_job(run, tmp_path):
+    """localize.fit: mle (config.yaml's default; the tiny config turns it off) refits each
+    detection of a chunk on the cameras' raw pixels: the fit columns are filled, the network's
+    positions are kept beside them, and the chunk log counts the flags. The tiny model
+    detects nearly every voxel, all of them crowded: ``fit_crowded: alone`` fits them."""
+    workdir = copy_workdir(run, tmp_path / "wd")
+    fit = tmp_path / "fit.yaml"
+    fit.write_text("localize:\n  fit: mle\n  fit_crowded: alone\n")
+    chunk = "results/localizations/demo1/chunk-0000.parquet"
+    proc = snakemake(workdir, "--force", targets=[chunk], configfiles=[TINY, fit])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert job_counts(proc) == {"localize_chunk": 1}
+    table = pd.read_parquet(workdir / chunk)
+    before = pd.read_parquet(run / chunk)
+    assert len(table) == len(before) > 0  # the same detections, refined
+    for axis in "xyz":  # the network's positions, kept; the fit's, within its bounds
+        np.testing.assert_allclose(table[f"{axis}_net_nm"], before[f"{axis}_nm"], rtol=0, atol=1e-3)
+    shift = np.hypot(table["x_nm"] - table["x_net_nm"], table["y_nm"] - table["y_net_nm"])
+    assert (shift <= 1.5 * np.sqrt(2) * PX_NM + 1e-3).all()
+    fitted = table["fit_flags"] & FIT_FLAGS["not_fitted"] == 0
+    assert fitted.all()
+    assert np.isfinite(table[["photons", "bg", "chi2_dof"]].to_numpy()).all()
+    sigma = table[["sigma_x_nm", "sigma_y_nm", "sigma_z_nm"]].to_numpy()
+    assert (sigma[np.isfinite(sigma)] > 0).all() and np.isfinite(sigma).mean() > 0.9
+    assert table["converged"].any() and (table["n_iter"] > 0).any()
+    log = (workdir / "logs/localize/demo1/chunk-0000.log").read_text()
+    counts = [ln for ln in log.splitlines() if "detections fitted" in ln]
+    assert len(counts) == 1 and f"{len(table)} detections fitted" in counts[0], log
+    crowded = int(re.search(r"crowded (\d+)", counts[0]).group(1))
+    assert crowded == int((table["fit_flags"] & FIT_FLAGS["crowded"] > 0).sum())
 
 
 def test_bad_bead_stack_gives_one_line_and_no_calibration(run, tmp_path):
