@@ -100,6 +100,7 @@ FIT_FLAGS = {
     "diverged": 8,  # the fit left its bounds or failed: the network's position is kept
     "crowded": 16,  # another detection of the frame is closer than localize.fit_neighbour_nm
     "not_fitted": 32,  # localize.fit: none
+    "joint": 64,  # crowded, fitted with its close neighbour as two emitters (fit_crowded: joint)
 }
 
 

@@ -232,7 +232,7 @@ def test_subtract_models_the_neighbours_light():
 
 def test_refiner_rejects_unknown_mode():
     with pytest.raises(ValueError, match="fit_crowded"):
-        refiner(Microscope(), "joint")
+        refiner(Microscope(), "pairs")
 
 
 def test_refiner_empty_batch():

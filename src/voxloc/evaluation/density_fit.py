@@ -58,7 +58,7 @@ def sweep_refiner(
         z_range_nm,
         options=options,
         neighbour_nm=float(fit.get("fit_neighbour_nm", 400.0)),
-        crowded_mode=str(fit.get("fit_crowded", "subtract")),
+        crowded_mode=str(fit.get("fit_crowded", "joint")),
     )
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["cholesky_solve", "variances_xyz"]
+__all__ = ["cholesky_solve", "inverse_diagonal"]
 
 
 @njit(cache=True, nogil=True)
@@ -41,8 +41,8 @@ def cholesky_solve(a, b, out) -> bool:  # noqa: ANN001
 
 
 @njit(cache=True, nogil=True)
-def variances_xyz(h, out) -> bool:  # noqa: ANN001
-    """diag(H⁻¹)[:3] of a symmetric positive-definite H by its Cholesky factor (H = L Lᵀ,
+def inverse_diagonal(h, out) -> bool:  # noqa: ANN001
+    """diag(H⁻¹)[:len(out)] of a symmetric positive-definite H by its Cholesky factor (H = L Lᵀ,
     diag(H⁻¹)_i = Σ_k (L⁻¹)_ki²); False when H is not well conditioned (the caller falls
     back to :func:`voxloc.physics.crlb.diag_inverse`)."""
     q = h.shape[0]
@@ -62,7 +62,7 @@ def variances_xyz(h, out) -> bool:  # noqa: ANN001
             else:
                 low[i, j] = v / low[j, j]
     col = np.zeros(q)
-    for c in range(3):  # column c of L⁻¹ (rows c.. are non-zero)
+    for c in range(len(out)):  # column c of L⁻¹ (rows c.. are non-zero)
         col[:] = 0.0
         col[c] = 1.0 / low[c, c]
         for i in range(c + 1, q):

@@ -11,10 +11,10 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from voxloc.fitting._linalg import cholesky_solve, variances_xyz
+from voxloc.fitting._linalg import cholesky_solve, inverse_diagonal
 from voxloc.physics._patch_kernels import plane_window, work_array
 
-__all__ = ["CONVERGED", "MAX_ITER", "DIVERGED", "SKIPPED", "fit_batch", "neighbour_light"]
+__all__ = ["CONVERGED", "MAX_ITER", "DIVERGED", "SKIPPED", "fit_batch"]
 
 #: status of each fit
 CONVERGED, MAX_ITER, DIVERGED, SKIPPED = 0, 1, 2, 3
@@ -22,41 +22,35 @@ CONVERGED, MAX_ITER, DIVERGED, SKIPPED = 0, 1, 2, 3
 
 @njit(cache=True, nogil=True)
 def _model(pm, inv, s, origin, shift, th, n, deriv, g, d, work):  # noqa: ANN001
-    """The PSF windows g (P, n, n) (and d (P, 3, n, n)) of one molecule at θ."""
+    """The PSF windows g (K, P, n, n) (and d (K, P, 3, n, n)) of the K emitters of θ =
+    (x, y, z, N per emitter, then b per plane) on one window."""
     kind, gp, plane_z, trans, cf, sp = pm
-    x = th[0] / s
-    y = th[1] / s
-    for k in range(g.shape[0]):
-        xk = inv[k, 0, 0] * x + inv[k, 0, 1] * y + inv[k, 0, 2] + shift[k, 0]
-        yk = inv[k, 1, 0] * x + inv[k, 1, 1] * y + inv[k, 1, 2] + shift[k, 1]
-        plane_window(
-            kind,
-            gp,
-            plane_z,
-            trans,
-            cf,
-            sp,
-            k,
-            xk,
-            yk,
-            th[2],
-            origin[k, 0],
-            origin[k, 1],
-            n,
-            deriv,
-            g,
-            d,
-            work,
-        )
+    for e in range(g.shape[0]):
+        x = th[4 * e] / s
+        y = th[4 * e + 1] / s
+        for k in range(g.shape[1]):
+            xk = inv[k, 0, 0] * x + inv[k, 0, 1] * y + inv[k, 0, 2] + shift[k, 0]
+            yk = inv[k, 1, 0] * x + inv[k, 1, 1] * y + inv[k, 1, 2] + shift[k, 1]
+            plane_window(
+                kind, gp, plane_z, trans, cf, sp, k, xk, yk, th[4 * e + 2], origin[k, 0], origin[k, 1], n,
+                deriv, g[e], d[e], work,
+            )  # fmt: skip
+
+
+@njit(cache=True, nogil=True)
+def _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
+    """Fisher information H = Jᵀ W J, score Jᵀ W (y - μ) (when ``hess`` has rows), the
+    negative log-likelihood and Σ (y - μ)² / Var(μ) of a window's K emitters at θ."""
+    if g.shape[0] == 1:
+        return _accumulate_one(th, inv, data, mask, extra, g[0], d[0], noise, hess, grad)
+    return _accumulate_many(th, inv, data, mask, extra, g, d, noise, hess, grad)
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
-    """Fisher information H = Jᵀ W J, score Jᵀ W (y - μ) (when ``hess`` has rows), the
-    negative log-likelihood and Σ (y - μ)² / Var(μ) of one molecule at θ (the ``mask`` as a
-    0 / 1 weight: the pixel loop has no branch and vectorises). Per plane k the
-    Jacobian has 5 non-zero columns (x, y, z, N, b_k): their 15 products are summed in
-    scalars, then added to H."""
+def _accumulate_one(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
+    """:func:`_accumulate` of one emitter (the ``mask`` as a 0 / 1 weight: the pixel loop
+    has no branch and vectorises). Per plane k the Jacobian has 5 non-zero columns (x, y,
+    z, N, b_k): their 15 products are summed in scalars, then added to H."""
     kind, excess, read_var, const_var = noise
     p, n = g.shape[0], g.shape[1]
     with_h = hess.shape[0] > 0
@@ -151,26 +145,97 @@ def _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[fl
 
 
 @njit(cache=True, nogil=True)
+def _accumulate_many(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
+    """:func:`_accumulate` of K > 1 emitters: per pixel, the 4 K + 1 non-zero columns of the
+    Jacobian (x, y, z, N of each emitter and b_k)."""
+    kind, excess, read_var, const_var = noise
+    n_e, p, n = g.shape[0], g.shape[1], g.shape[2]
+    with_h = hess.shape[0] > 0
+    if with_h:
+        hess[:] = 0.0
+        grad[:] = 0.0
+    c = read_var / excess
+    cost = 0.0
+    chi2 = 0.0
+    m = 4 * n_e + 1
+    jl = np.empty(m)
+    col = np.empty(m, np.int64)
+    for e in range(4 * n_e):
+        col[e] = e
+    for k in range(p):
+        l00, l01, l10, l11 = inv[k, 0, 0], inv[k, 0, 1], inv[k, 1, 0], inv[k, 1, 1]
+        col[m - 1] = 4 * n_e + k
+        b = th[4 * n_e + k]
+        for i in range(n):
+            for j in range(n):
+                if not mask[k, i, j]:
+                    continue
+                mu = b + extra[k, i, j]
+                for e in range(n_e):
+                    mu += th[4 * e + 3] * g[e, k, i, j]
+                y = data[k, i, j]
+                r = y - mu
+                if kind == 0:
+                    w = 1.0 / const_var
+                    cost += 0.5 * r * r * w
+                else:
+                    w = 1.0 / (excess * max(mu, 0.0) + read_var)
+                    mu_s = max(mu + c, 1e-9) / excess
+                    cost += mu_s - max(y + c, 0.0) / excess * math.log(mu_s)
+                chi2 += r * r * w
+                if not with_h:
+                    continue
+                for e in range(n_e):
+                    ph = th[4 * e + 3]
+                    dx, dy = d[e, k, 0, i, j], d[e, k, 1, i, j]
+                    jl[4 * e] = ph * (dx * l00 + dy * l10)
+                    jl[4 * e + 1] = ph * (dx * l01 + dy * l11)
+                    jl[4 * e + 2] = ph * d[e, k, 2, i, j]
+                    jl[4 * e + 3] = g[e, k, i, j]
+                jl[m - 1] = 1.0
+                for a in range(m):
+                    wa = w * jl[a]
+                    grad[col[a]] += wa * r
+                    for bb in range(a + 1):
+                        hess[col[a], col[bb]] += wa * jl[bb]
+    if with_h:
+        q = hess.shape[0]
+        for a in range(q):
+            for bb in range(a):
+                hess[bb, a] = hess[a, bb]
+    return cost, chi2
+
+
+@njit(cache=True, nogil=True)
 def _linear_photons(th, data, mask, extra, g, b_min) -> None:  # noqa: ANN001
-    """N and b_k of θ by linear least squares at its position (unit weights), N >= 1."""
-    p = g.shape[0]
-    q = 1 + p
+    """N of each emitter and b_k of θ by linear least squares at their positions (unit
+    weights), N >= 1; g (K, P, n, n)."""
+    n_e, p = g.shape[0], g.shape[1]
+    q = n_e + p
     a = np.zeros((q, q))
     rhs = np.zeros(q)
     for k in range(p):
-        for i in range(g.shape[1]):
-            for j in range(g.shape[2]):
-                mw = 1.0 if mask[k, i, j] else 0.0
-                gv = g[k, i, j]
+        for i in range(g.shape[2]):
+            for j in range(g.shape[3]):
+                if not mask[k, i, j]:
+                    continue
                 y = data[k, i, j] - extra[k, i, j]
-                a[0, 0] += mw * gv * gv
-                rhs[0] += mw * gv * y
-                a[0, 1 + k] += mw * gv
-                a[1 + k, 1 + k] += mw
-                rhs[1 + k] += mw * y
+                for e in range(n_e):
+                    ge = g[e, k, i, j]
+                    rhs[e] += ge * y
+                    a[e, n_e + k] += ge
+                    for f in range(e + 1):
+                        a[e, f] += ge * g[f, k, i, j]
+                a[n_e + k, n_e + k] += 1.0
+                rhs[n_e + k] += y
+    for e in range(n_e):
+        for f in range(e):
+            a[f, e] = a[e, f]
+    for e in range(n_e):
+        for k in range(p):
+            a[n_e + k, e] = a[e, n_e + k]
     for k in range(p):
-        a[1 + k, 0] = a[0, 1 + k]
-        a[1 + k, 1 + k] = max(a[1 + k, 1 + k], 1.0)
+        a[n_e + k, n_e + k] = max(a[n_e + k, n_e + k], 1.0)
     scale = 0.0
     for i in range(q):
         scale = max(scale, a[i, i])
@@ -179,19 +244,21 @@ def _linear_photons(th, data, mask, extra, g, b_min) -> None:  # noqa: ANN001
     sol = np.zeros(q)
     if not cholesky_solve(a, rhs, sol):
         return
-    th[3] = max(sol[0], 1.0)
+    for e in range(n_e):
+        th[4 * e + 3] = max(sol[e], 1.0)
     for k in range(p):
-        th[4 + k] = max(sol[1 + k], b_min)
+        th[4 * n_e + k] = max(sol[n_e + k], b_min)
 
 
 @njit(cache=True, nogil=True)
 def _fit_one(pm, inv, s, data, mask, extra, origin, shift, th0, skip, noise, b_min, bounds, opts,  # noqa: ANN001
-             theta_out, hess_out, var_out, chi2_out, iter_out, status_out) -> None:  # fmt: skip
+             theta_out, hess_out, var_out, chi2_out, nll_out, iter_out, status_out) -> None:  # fmt: skip
     p, n = data.shape[0], data.shape[1]
-    q = 4 + p
+    q = len(th0)
+    n_e = (q - p) // 4
     max_iter, tol_nm, ll_tol, max_shift_nm = int(opts[0]), opts[1], opts[2], opts[3]
-    g = np.empty((p, n, n))
-    d = np.empty((p, 3, n, n))
+    g = np.empty((n_e, p, n, n))
+    d = np.empty((n_e, p, 3, n, n))
     work = work_array(n)
     start = th0.copy()
     # g and d do not depend on N and b: one evaluation serves the linear start and the fit
@@ -239,18 +306,24 @@ def _fit_one(pm, inv, s, data, mask, extra, origin, shift, th0, skip, noise, b_m
                     break
                 for a in range(q):
                     trial[a] = th[a] + step[a]
-                for a in range(3):
-                    trial[a] = min(max(trial[a], bounds[a, 0]), bounds[a, 1])
-                trial[3] = max(trial[3], 1.0)
+                for e in range(n_e):
+                    for a in range(3):
+                        trial[4 * e + a] = min(
+                            max(trial[4 * e + a], bounds[3 * e + a, 0]), bounds[3 * e + a, 1]
+                        )
+                    trial[4 * e + 3] = max(trial[4 * e + 3], 1.0)
                 for k in range(p):
-                    trial[4 + k] = max(trial[4 + k], b_min)
+                    trial[4 * n_e + k] = max(trial[4 * n_e + k], b_min)
                 _model(pm, inv, s, origin, shift, trial, n, True, g, d, work)
                 c_t, chi2_t = _accumulate(trial, inv, data, mask, extra, g, d, noise, hess_t, grad_t)
                 better = math.isfinite(c_t) and c_t <= cost
                 moved = 0.0
-                for a in range(3):
-                    moved = max(moved, abs(trial[a] - th[a]))
-                small = (moved < tol_nm and abs(trial[3] - th[3]) < 1e-4 * trial[3]) or cost - c_t < ll_tol
+                photons_moved = False
+                for e in range(n_e):
+                    for a in range(3):
+                        moved = max(moved, abs(trial[4 * e + a] - th[4 * e + a]))
+                    photons_moved |= abs(trial[4 * e + 3] - th[4 * e + 3]) >= 1e-4 * trial[4 * e + 3]
+                small = (moved < tol_nm and not photons_moved) or cost - c_t < ll_tol
                 if better:
                     th[:] = trial
                     hess[:] = hess_t
@@ -263,8 +336,9 @@ def _fit_one(pm, inv, s, data, mask, extra, origin, shift, th0, skip, noise, b_m
                 break
         # out of bounds (at a clip) or not a number: the start kept, flagged
         failed = not math.isfinite(cost)
-        for a in range(2):
-            failed |= abs(th[a] - start[a]) >= max_shift_nm * (1 - 1e-9)
+        for e in range(n_e):
+            for a in range(2):
+                failed |= abs(th[4 * e + a] - start[4 * e + a]) >= max_shift_nm * (1 - 1e-9)
         for a in range(q):
             failed |= not math.isfinite(th[a])
         if failed:
@@ -275,67 +349,33 @@ def _fit_one(pm, inv, s, data, mask, extra, origin, shift, th0, skip, noise, b_m
         cost, chi2 = _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad)
     theta_out[:] = th
     hess_out[:, :] = hess
-    if not variances_xyz(hess, var_out):
+    if not inverse_diagonal(hess, var_out):
         var_out[:] = np.nan
     chi2_out[0] = chi2 / max(n_pix - q, 1)
+    nll_out[0] = cost
     iter_out[0] = n_iter
     status_out[0] = status
 
 
 @njit(cache=True, parallel=True)
 def fit_batch(pm, inv, s, data, mask, origin, idx, extra, shift, theta0, skip, noise, b_min, bounds, opts,  # noqa: ANN001
-              theta_out, hess_out, var_out, chi2_out, iter_out, status_out) -> None:  # fmt: skip
-    """Fit each molecule m from θ0[m] on window idx[m] (module doc of :mod:`voxloc.fitting.mle`).
+              theta_out, hess_out, var_out, chi2_out, nll_out, iter_out, status_out) -> None:  # fmt: skip
+    """Fit the K emitters of each window fit m from θ0[m] = (x, y, z, N of each emitter, then
+    b per plane) on window idx[m] (module doc of :mod:`voxloc.fitting.mle`).
 
     ``pm`` the :class:`voxloc.physics._patch_kernels.PatchModel` as a tuple, ``inv`` (P, 3, 3)
     the inverse registrations; the windows' ``data``, ``mask`` (of the pixels in the
-    likelihood) (W, P, n, n) and ``origin`` (W, P, 2); per molecule ``extra`` (M or 1, P, n,
-    n), ``shift`` (M, P, 2) px, ``bounds`` (M, 3, 2) of x, y, z; ``noise`` = (0 constant |
-    1 poisson, excess, read variance, constant variance), ``opts`` = (max_iter, tol_nm,
-    log-likelihood tolerance, max shift nm). Writes θ̂, H at θ̂, diag(H⁻¹) of x, y, z (NaN
-    where H is ill-conditioned), χ²/dof, iterations, status."""
+    likelihood) (W, P, n, n) and ``origin`` (W, P, 2); per fit ``extra`` (M or 1, P, n, n),
+    ``shift`` (M, P, 2) px, ``bounds`` (M, 3 K, 2) of each emitter's x, y, z; ``noise`` =
+    (0 constant | 1 poisson, excess, read variance, constant variance), ``opts`` =
+    (max_iter, tol_nm, log-likelihood tolerance, max shift nm). Writes θ̂, H at θ̂, the first
+    ``var_out.shape[1]`` entries of diag(H⁻¹) (NaN where H is ill-conditioned), χ²/dof, the
+    negative log-likelihood (up to terms free of μ), iterations and status."""
     e_step = 1 if extra.shape[0] > 1 else 0
     for m in prange(theta0.shape[0]):
         w = idx[m]
         _fit_one(
             pm, inv, s, data[w], mask[w], extra[m * e_step], origin[w], shift[m], theta0[m], skip[m], noise, b_min,
-            bounds[m], opts, theta_out[m], hess_out[m], var_out[m], chi2_out[m : m + 1], iter_out[m : m + 1],
-            status_out[m : m + 1],
+            bounds[m], opts, theta_out[m], hess_out[m], var_out[m], chi2_out[m : m + 1], nll_out[m : m + 1],
+            iter_out[m : m + 1], status_out[m : m + 1],
         )  # fmt: skip
-
-
-@njit(cache=True, parallel=True)
-def neighbour_light(
-    pm, inv, s, theta, shift, origin, mask, rows, ptr, nbr, given, noise, out, change
-) -> None:  # noqa: ANN001
-    """out[r] = Σ N_j g_j on the window of detection rows[r] (``origin``, ``mask`` of all
-    windows) over the molecules j = nbr[ptr[r]:ptr[r + 1]] at θ[j] (their photons and
-    positions), shifted by shift[j]; with ``given`` (R, P, n, n) also change[r] =
-    Σ mask (out[r] - given[r])² / Var at the fitted background of that detection."""
-    kind, excess, read_var, const_var = noise
-    p, n = out.shape[1], out.shape[2]
-    with_change = given.shape[0] > 0
-    for r in prange(out.shape[0]):
-        w = rows[r]
-        out[r] = 0.0
-        g = np.empty((p, n, n))
-        d = np.empty((p, 3, 1, 1))
-        work = work_array(n)
-        for e in range(ptr[r], ptr[r + 1]):
-            j = nbr[e]
-            _model(pm, inv, s, origin[w], shift[j], theta[j], n, False, g, d, work)
-            photons = theta[j, 3]
-            for k in range(p):
-                for a in range(n):
-                    for b in range(n):
-                        out[r, k, a, b] += photons * g[k, a, b]
-        if not with_change:
-            continue
-        acc = 0.0
-        for k in range(p):
-            var = const_var if kind == 0 else excess * max(theta[w, 4 + k], 0.0) + read_var
-            for a in range(n):
-                for b in range(n):
-                    if mask[w, k, a, b]:
-                        acc += (out[r, k, a, b] - given[r, k, a, b]) ** 2 / var
-        change[r] = acc

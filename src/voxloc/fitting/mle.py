@@ -31,7 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxloc.fitting._lm import CONVERGED, DIVERGED, MAX_ITER, fit_batch, neighbour_light
+from voxloc.fitting._light import neighbour_light
+from voxloc.fitting._lm import CONVERGED, DIVERGED, MAX_ITER, fit_batch
 from voxloc.fitting.windows import CameraMaps, Windows
 from voxloc.locs import FIT_FLAGS
 from voxloc.physics.crlb import diag_inverse
@@ -40,7 +41,16 @@ from voxloc.physics.noise import PixelNoise
 from voxloc.physics.spline import SplinePSF
 from voxloc.types import FloatArray
 
-__all__ = ["FitOptions", "FitResult", "fit_windows", "others_light", "z_bounds_nm", "LOGLIK_TOL"]
+__all__ = [
+    "FitOptions",
+    "FitResult",
+    "JointResult",
+    "fit_joint",
+    "fit_windows",
+    "others_light",
+    "z_bounds_nm",
+    "LOGLIK_TOL",
+]
 
 #: an accepted step that gains less log-likelihood than this has converged (a change of 0.5
 #: is one standard deviation of the estimate along the step)
@@ -67,7 +77,8 @@ class FitOptions:
 @dataclass
 class FitResult:
     """Per detection: θ̂ (N, 3 + 1 + P), σ of (x, y, z) (N, 3) nm, χ² per degree of freedom,
-    iterations, convergence and :data:`voxloc.locs.FIT_FLAGS` bits."""
+    iterations, convergence, :data:`voxloc.locs.FIT_FLAGS` bits and the negative
+    log-likelihood at θ̂ (up to terms free of μ: comparable between models of one window)."""
 
     theta: FloatArray
     sigma_nm: FloatArray
@@ -75,6 +86,7 @@ class FitResult:
     n_iter: np.ndarray
     converged: np.ndarray
     flags: np.ndarray
+    nll: FloatArray
 
 
 def z_bounds_nm(microscope: Microscope, z_range_nm: tuple[float, float]) -> tuple[float, float]:
@@ -90,6 +102,53 @@ def _noise_tuple(noise: PixelNoise) -> tuple[int, float, float, float]:
     """The kernels' form of the pixel noise: (0 constant | 1 poisson, excess, read var, constant var)."""
     kind = 0 if noise.kind == "constant" else 1
     return kind, float(noise.excess), float(noise.read_var_photons), float(noise.constant_var)
+
+
+def _run(
+    microscope: Microscope,
+    noise: PixelNoise,
+    maps: CameraMaps,
+    windows: Windows,
+    theta0: FloatArray,
+    bounds: FloatArray,
+    skip: np.ndarray,
+    extra: FloatArray | None,
+    shift_px: FloatArray | None,
+    rows: np.ndarray,
+    options: FitOptions,
+) -> tuple[FloatArray, ...]:
+    """The compiled fit of M windows' K emitters from θ0 (M, 4 K + P) within ``bounds``
+    (M, 3 K, 2): θ̂, H, the variances of each emitter's x, y, z (M, 3 K), χ²/dof, NLL,
+    iterations and status (:func:`voxloc.fitting._lm.fit_batch`)."""
+    m, q = theta0.shape
+    p = maps.n_planes
+    k = (q - p) // 4
+    n = windows.data.shape[-1]
+    pm = microscope.patch_model(n)
+    b_min = -noise.shift + 1e-3 if noise.kind == "poisson" else -np.inf
+    shift = max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
+    opts = np.array([options.max_iter, options.tol_nm, LOGLIK_TOL, shift])
+    extra = np.zeros((1, p, n, n)) if extra is None else np.asarray(extra, np.float64).reshape(m, p, n, n)
+    shift_px = np.zeros((m, p, 2)) if shift_px is None else np.asarray(shift_px, np.float64)
+    theta = np.empty((m, q))
+    hess = np.empty((m, q, q))
+    diag = np.empty((m, 4 * k - 1))
+    chi2, nll = np.empty(m), np.empty(m)
+    n_iter, status = np.empty(m, np.int64), np.empty(m, np.int64)
+    fit_batch(
+        (pm.kind, pm.gauss, pm.plane_z, pm.trans, pm.coeffs, pm.spline), np.ascontiguousarray(maps.inverse),
+        float(microscope.px_size_nm), np.ascontiguousarray(windows.data, dtype=np.float64),
+        np.ascontiguousarray(windows.mask), np.ascontiguousarray(windows.origin, np.int64),
+        np.asarray(rows, np.int64), np.ascontiguousarray(extra),
+        np.ascontiguousarray(np.broadcast_to(shift_px, (m, p, 2))), np.ascontiguousarray(theta0, np.float64),
+        np.asarray(skip, bool), _noise_tuple(noise), b_min, np.ascontiguousarray(bounds, np.float64), opts,
+        theta, hess, diag, chi2, nll, n_iter, status,
+    )  # fmt: skip
+    ill = np.isnan(diag).any(axis=1)
+    if ill.any():
+        diag[ill] = diag_inverse(hess[ill])[:, : 4 * k - 1]
+    xyz = np.concatenate([np.arange(4 * e, 4 * e + 3) for e in range(k)])
+    return theta, hess, diag[:, xyz], chi2, nll, n_iter, status
 
 
 def fit_windows(
@@ -122,7 +181,6 @@ def fit_windows(
     rows = np.arange(n_det) if rows is None else np.asarray(rows, np.int64)
     p = maps.n_planes
     q = 4 + p
-    n = options.window_px
     theta0 = np.zeros((n_det, q))
     theta0[:, 0], theta0[:, 1] = x_nm, y_nm
     theta0[:, 2] = np.clip(z_nm, *z_bounds)
@@ -131,8 +189,9 @@ def fit_windows(
     )
     flags = flags.astype(np.int16)
     if n_det == 0:
+        empty = np.zeros(0)
         return FitResult(
-            theta0, np.zeros((0, 3)), np.zeros(0), np.zeros(0, np.int16), np.zeros(0, bool), flags
+            theta0, np.zeros((0, 3)), empty, np.zeros(0, np.int16), np.zeros(0, bool), flags, empty
         )
     # a start that is not a number cannot be fitted: computed at a harmless place, skipped,
     # and given back as it came (NaN), flagged diverged
@@ -140,44 +199,71 @@ def fit_windows(
     start_nan = theta0[no_start, :3].copy()
     theta0[no_start, :3] = [0.0, 0.0, z_bounds[0]]
     skip = no_start if skip is None else (np.asarray(skip, bool) | no_start)
-    s = float(microscope.px_size_nm)
-    shift = max(float(options.max_shift_px) * s, 1e-9)
+    shift = max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
     bounds = np.empty((n_det, 3, 2))
     bounds[:, :2, 0] = theta0[:, :2] - shift
     bounds[:, :2, 1] = theta0[:, :2] + shift
     bounds[:, 2] = z_bounds
-    pm = microscope.patch_model(n)
-    b_min = -noise.shift + 1e-3 if noise.kind == "poisson" else -np.inf
-    noise_t = _noise_tuple(noise)
-    opts = np.array([options.max_iter, options.tol_nm, LOGLIK_TOL, shift])
-    data = np.ascontiguousarray(windows.data, dtype=np.float64)
-    extra = np.zeros((1, p, n, n)) if extra is None else np.asarray(extra, np.float64).reshape(n_det, p, n, n)
-    extra = np.ascontiguousarray(extra)
-    shift_px = np.zeros((n_det, p, 2)) if shift_px is None else np.asarray(shift_px, np.float64)
-    theta = np.empty((n_det, q))
-    hess = np.empty((n_det, q, q))
-    var = np.empty((n_det, 3))
-    chi2 = np.empty(n_det)
-    n_iter = np.empty(n_det, np.int64)
-    status = np.empty(n_det, np.int64)
-    fit_batch(
-        (pm.kind, pm.gauss, pm.plane_z, pm.trans, pm.coeffs, pm.spline), np.ascontiguousarray(maps.inverse),
-        s, data, np.ascontiguousarray(windows.mask), np.ascontiguousarray(windows.origin, np.int64), rows, extra,
-        np.ascontiguousarray(np.broadcast_to(shift_px, (n_det, p, 2))), theta0, skip, noise_t, b_min, bounds,
-        opts, theta, hess, var, chi2, n_iter, status,
-    )  # fmt: skip
+    theta, hess, var, chi2, nll, n_iter, status = _run(
+        microscope, noise, maps, windows, theta0, bounds, skip, extra, shift_px, rows, options
+    )
     flags[status == MAX_ITER] |= FIT_FLAGS["max_iter"]
     flags[status == DIVERGED] |= FIT_FLAGS["diverged"]
-    ill = np.isnan(var).any(axis=1)
-    if ill.any():
-        var[ill] = diag_inverse(hess[ill])[:, :3]
     sigma = np.sqrt(var)
     if no_start.any():
         theta[no_start, :3] = start_nan
         sigma[no_start] = np.nan
         chi2[no_start] = np.nan
         flags[no_start] |= FIT_FLAGS["diverged"]
-    return FitResult(theta, sigma, chi2, n_iter.astype(np.int16), status == CONVERGED, flags)
+    return FitResult(theta, sigma, chi2, n_iter.astype(np.int16), status == CONVERGED, flags, nll)
+
+
+@dataclass
+class JointResult:
+    """Per window of K emitters: θ̂ (M, 4 K + P) = (x, y, z, N of each, then b per plane), σ
+    (M, K, 3) nm, χ²/dof, the negative log-likelihood, iterations and status
+    (:data:`voxloc.fitting._lm.CONVERGED`...)."""
+
+    theta: FloatArray
+    sigma_nm: FloatArray
+    chi2_dof: FloatArray
+    nll: FloatArray
+    n_iter: np.ndarray
+    status: np.ndarray
+
+
+def fit_joint(
+    microscope: Microscope,
+    noise: PixelNoise,
+    maps: CameraMaps,
+    windows: Windows,
+    starts_nm: FloatArray,
+    *,
+    z_bounds: tuple[float, float],
+    options: FitOptions = FitOptions(),
+    extra: FloatArray | None = None,
+    shift_px: FloatArray | None = None,
+) -> JointResult:
+    """Fit K emitters jointly in each window (one background per plane shared), from
+    ``starts_nm`` (M, K, 3) = their (x, y, z): the multi-emitter model of close pairs
+    (:mod:`voxloc.fitting.groups`); each emitter kept within ``max_shift_px`` of its start."""
+    m, k, _ = starts_nm.shape
+    p = maps.n_planes
+    theta0 = np.zeros((m, 4 * k + p))
+    bounds = np.empty((m, 3 * k, 2))
+    shift = max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
+    for e in range(k):
+        theta0[:, 4 * e : 4 * e + 2] = starts_nm[:, e, :2]
+        theta0[:, 4 * e + 2] = np.clip(starts_nm[:, e, 2], *z_bounds)
+        bounds[:, 3 * e : 3 * e + 2, 0] = starts_nm[:, e, :2] - shift
+        bounds[:, 3 * e : 3 * e + 2, 1] = starts_nm[:, e, :2] + shift
+        bounds[:, 3 * e + 2] = z_bounds
+    skip = ~np.isfinite(starts_nm).all(axis=(1, 2))
+    theta0[skip] = np.nan_to_num(theta0[skip])
+    theta, _, var, chi2, nll, n_iter, status = _run(
+        microscope, noise, maps, windows, theta0, bounds, skip, extra, shift_px, np.arange(m), options
+    )
+    return JointResult(theta, np.sqrt(var).reshape(m, k, 3), chi2, nll, n_iter, status)
 
 
 def others_light(

@@ -13,18 +13,26 @@ position (photons, background and σ fitted there), with ``alone`` they are fitt
 the others; ``subtract`` also models the light of each window's farther neighbours: at the
 network's positions, with their photons fitted there (one linear solve each), added to μ
 before the fit; then the windows whose neighbours' light changed enough once they are
-fitted are refitted with it (:meth:`Refiner._refit`).
+fitted are refitted with it (:meth:`Refiner._refit`). ``joint`` (the default) does what
+``subtract`` does and fits each close pair as one and as two emitters
+(:mod:`voxloc.fitting.groups`): two molecules keep both rows with the joint fit, one
+molecule found twice keeps its more probable row. On the density sweep's frames (Table 2
+PSF, 64 x 64 px, 100 frames) that took the RMSE / CRLB of x/y/z from 2.05/1.90/1.79 to
+1.35/1.29/1.55 at 10 molecules a frame and from 3.19/3.18/3.07 to 2.19/2.23/2.40 at 50,
+and the localization Jaccard from 0.906 to 0.939 and from 0.882 to 0.921 (the duplicates
+were false positives).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from voxloc.fitting.groups import close_pairs, fit_pairs
 from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, others_light, z_bounds_nm
 from voxloc.fitting.windows import CameraMaps, Windows, cut_windows
 from voxloc.locs import FIT_FLAGS, flag_counts
@@ -39,9 +47,9 @@ __all__ = ["CROWDED_MODES", "Refiner", "crowded", "neighbour_pairs", "fit_physic
 REFIT_TOL = 0.01
 
 #: what detections with neighbours get (config ``localize.fit_crowded``): fitted ``alone``,
-#: fitted with the farther neighbours' light ``subtract``-ed (module doc), or the
-#: ``network``'s position kept
-CROWDED_MODES = ("alone", "subtract", "network")
+#: fitted with the farther neighbours' light ``subtract``-ed (module doc), the
+#: ``network``'s position kept, or close pairs fitted ``joint``-ly as one or two emitters
+CROWDED_MODES = ("alone", "subtract", "network", "joint")
 
 #: px beyond a window's edge from which another molecule's light is modelled in it
 NEIGHBOUR_REACH_PX = 6
@@ -97,10 +105,11 @@ class Refiner:
     z_range_nm: tuple[float, float]
     options: FitOptions = field(default_factory=FitOptions)
     neighbour_nm: float = 400.0
-    crowded_mode: str = "subtract"
+    crowded_mode: str = "joint"
     saturation: float | None = None
     counts: dict = field(default_factory=lambda: dict.fromkeys(FIT_FLAGS, 0))
     n_fitted: int = 0
+    duplicates: int = 0
 
     def __post_init__(self) -> None:
         if self.crowded_mode not in CROWDED_MODES:
@@ -126,8 +135,8 @@ class Refiner:
         if shift_px is not None:
             pos = pos + shift_px
         win = cut_windows(cams, frame, pos, self.options.window_px, saturation=self.saturation)
-        skip = near if self.crowded_mode in ("network", "subtract") else None
-        others = self._others(frame, x, y) if self.crowded_mode == "subtract" else None
+        skip = near if self.crowded_mode in ("network", "subtract", "joint") else None
+        others = self._others(frame, x, y) if self.crowded_mode in ("subtract", "joint") else None
         extra = None
         if others is not None:
             # the neighbours' light from the network's positions and their photons there
@@ -144,9 +153,14 @@ class Refiner:
             self.microscope, self.noise, self.maps, win, x, y, z, z_bounds=self.z_bounds,
             options=self.options, skip=skip, extra=extra, shift_px=shift_px,
         )  # fmt: skip
+        paired = duplicate = np.zeros(len(x), bool)
+        joint = paired
+        if self.crowded_mode == "joint":
+            res, paired, duplicate, joint = self._pairs(res, table, cams, frame, others, shift_px)
         if others is not None:
-            res = self._refit(res, win, others, extra[others[0]], near, shift_px)
+            res = self._refit(res, win, others, extra[others[0]], near | paired, shift_px, paired, duplicate)
         flags = res.flags | np.where(near, FIT_FLAGS["crowded"], 0).astype(np.int16)
+        flags |= np.where(joint, FIT_FLAGS["joint"], 0).astype(np.int16)
         for axis in "xyz":
             out[f"{axis}_net_nm"] = table[f"{axis}_nm"].astype(np.float32)
         out["x_nm"] = res.theta[:, 0].astype(np.float32)
@@ -160,9 +174,11 @@ class Refiner:
         out["n_iter"] = res.n_iter.astype(np.int16)
         out["converged"] = res.converged
         out["fit_flags"] = flags.astype(np.int16)
-        for name, n in flag_counts(flags).items():
+        out = out[~duplicate].reset_index(drop=True)
+        for name, n in flag_counts(flags[~duplicate]).items():
             self.counts[name] += n
         self.n_fitted += len(out)
+        self.duplicates += int(duplicate.sum())
         return out
 
     def _others(self, frame: np.ndarray, x_net: FloatArray, y_net: FloatArray):
@@ -185,17 +201,22 @@ class Refiner:
         return rows, np.append(ptr, len(i)), j
 
     def _refit(self, res: FitResult, win: Windows, others: tuple, given: FloatArray, skip: np.ndarray,
-               shift_px: FloatArray | None) -> FitResult:  # fmt: skip
+               shift_px: FloatArray | None, frozen: np.ndarray, dark: np.ndarray) -> FitResult:  # fmt: skip
         """Refit, once, the detections whose neighbours' light, now from their fitted positions
         and photons, changed by Σ Δ² / Var(b) >= :data:`REFIT_TOL` from the light ``given``
         to their first fit (Var at the fitted background, a lower bound of Var(μ)): one more
         step of block-coordinate ascent of the frame's joint likelihood. Below the tolerance
         a refit would move no fitted value by more than sqrt(REFIT_TOL) of its σ
-        (Cauchy-Schwarz in the Fisher metric), so it is not done."""
+        (Cauchy-Schwarz in the Fisher metric), so it is not done. ``frozen`` detections (the
+        pairs' fits) are not refitted; ``dark`` ones (duplicates) give no light."""
         rows = others[0]
         th = res.theta
-        light, change = others_light(self.microscope, self.noise, self.maps, th, others, win, given, shift_px)
-        again = np.flatnonzero(change >= REFIT_TOL)
+        lit = th.copy()
+        lit[dark, 3] = 0.0
+        light, change = others_light(
+            self.microscope, self.noise, self.maps, lit, others, win, given, shift_px
+        )
+        again = np.flatnonzero((change >= REFIT_TOL) & ~frozen[rows])
         if not len(again):
             return res
         refit = rows[again]
@@ -204,18 +225,53 @@ class Refiner:
             z_bounds=self.z_bounds, options=self.options, extra=light[again], skip=skip[refit],
             shift_px=None if shift_px is None else shift_px[refit], rows=refit,
         )  # fmt: skip
-        out = FitResult(
-            *(a.copy() for a in (th, res.sigma_nm, res.chi2_dof, res.n_iter, res.converged, res.flags))
-        )
+        out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
         out.theta[refit], out.sigma_nm[refit], out.chi2_dof[refit] = new.theta, new.sigma_nm, new.chi2_dof
-        out.converged[refit], out.flags[refit] = new.converged, new.flags
+        out.converged[refit], out.flags[refit], out.nll[refit] = new.converged, new.flags, new.nll
         out.n_iter[refit] += new.n_iter
         return out
+
+    def _pairs(self, res: FitResult, table: pd.DataFrame, cams: Sequence[FloatArray], frame: np.ndarray,
+               others: tuple | None, shift_px: FloatArray | None):  # fmt: skip
+        """``joint``: the close pairs fitted as one or two emitters (:mod:`voxloc.fitting.groups`);
+        returns the result with their rows and the masks of paired, duplicate and two-emitter
+        detections."""
+        n = len(table)
+        xyz = table[["x_nm", "y_nm", "z_nm"]].to_numpy(np.float64)
+        i, j, _ = neighbour_pairs(frame, xyz[:, 0], xyz[:, 1], self.neighbour_nm)
+        pairs = close_pairs(i, j, n)
+        paired, duplicate, joint = (np.zeros(n, bool) for _ in range(3))
+        if not len(pairs):
+            return res, paired, duplicate, joint
+        pf = fit_pairs(
+            self.microscope, self.noise, self.maps, cams, frame, xyz, table["prob"].to_numpy(np.float64), pairs,
+            res.theta, others, z_bounds=self.z_bounds, options=self.options, neighbour_nm=self.neighbour_nm,
+            saturation=self.saturation, shift_px=shift_px,
+        )  # fmt: skip
+        out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
+        for e in range(2):
+            m = pairs[:, e]
+            out.theta[m], out.sigma_nm[m], out.chi2_dof[m] = (
+                pf.theta[:, e],
+                pf.sigma_nm[:, e],
+                pf.chi2_dof[:, e],
+            )
+            out.n_iter[m], out.converged[m], out.flags[m] = (
+                pf.n_iter[:, e],
+                pf.converged[:, e],
+                pf.flags[:, e],
+            )
+        paired[pairs.ravel()] = True
+        single = np.flatnonzero(~pf.two)
+        duplicate[pairs[single, 1 - pf.keep[single]]] = True
+        joint[pairs[pf.two].ravel()] = True
+        return out, paired, duplicate, joint
 
     def summary(self) -> str:
         """One log line: detections fitted and the count of each flag."""
         parts = ", ".join(f"{name} {n}" for name, n in self.counts.items() if name != "not_fitted")
-        return f"{self.n_fitted} detections fitted ({self.noise.likelihood}): {parts}"
+        line = f"{self.n_fitted} detections fitted ({self.noise.likelihood}): {parts}"
+        return line + (f"; {self.duplicates} duplicates removed" if self.crowded_mode == "joint" else "")
 
 
 def fit_physics(

@@ -1,0 +1,169 @@
+"""Close pairs of detections: one molecule found twice, or two molecules (issue 16, neighbours).
+
+Two detections of a frame closer than ``neighbour_nm`` (and no third within it of either:
+a *pair*) are one spot to single-emitter fits. On the sweep's frames (Table 2 PSF, 64 x 64
+px) most such pairs are one molecule that the network detected in two voxels: 41 of 58 at
+10 molecules a frame, 325 of 583 at 50; the others are two molecules. Both models are
+fitted on one window centred on the pair, of side ``n + 2 ceil(neighbour_nm / 2 s)`` (each
+detection's own ``n``-pixel window fits inside it), with the farther neighbours' light
+added: one emitter started at the more probable detection, and two emitters, one at each
+(x, y, z, N of each and a background per plane: :func:`voxloc.fitting.mle.fit_joint`).
+
+The two-emitter model is kept when it raises the log-likelihood by more than
+:data:`LLR_THRESHOLD`: the likelihood-ratio test of a nested model with 4 more parameters
+at p = 1e-6 (half the χ²₄ quantile; ThunderSTORM's multi-emitter fitting uses the same
+p-value). Both rows then take the joint fit, whose σ includes what the overlap costs. Else
+the pair is one molecule: the more probable row takes the one-emitter fit, and the other
+is a duplicate (removed from the table by :class:`voxloc.fitting.refine.Refiner`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxloc.fitting._lm import CONVERGED, DIVERGED, MAX_ITER
+from voxloc.fitting.mle import FitOptions, JointResult, fit_joint, fit_windows, others_light
+from voxloc.fitting.windows import CameraMaps, cut_windows
+from voxloc.locs import FIT_FLAGS
+from voxloc.physics.microscope import Microscope
+from voxloc.physics.noise import PixelNoise
+from voxloc.types import FloatArray
+
+__all__ = ["LLR_THRESHOLD", "PairFits", "close_pairs", "fit_pairs", "pair_window_px"]
+
+#: log-likelihood gain that makes a pair two molecules: chi2.ppf(1 - 1e-6, 4) / 2
+LLR_THRESHOLD = 16.69
+
+
+def close_pairs(near_i: np.ndarray, near_j: np.ndarray, n: int) -> np.ndarray:
+    """(G, 2) detections that are each other's only neighbour, from the ordered pairs (i, j)
+    of :func:`voxloc.fitting.refine.neighbour_pairs` within ``neighbour_nm`` of ``n``
+    detections."""
+    degree = np.bincount(near_i, minlength=n)
+    alone = (near_i < near_j) & (degree[near_i] == 1) & (degree[near_j] == 1)
+    return np.stack([near_i[alone], near_j[alone]], axis=1)
+
+
+def pair_window_px(window_px: int, neighbour_nm: float, px_size_nm: float) -> int:
+    """Side of a pair's window: each member's own window fits inside it."""
+    return int(window_px + 2 * np.ceil(neighbour_nm / (2 * px_size_nm)))
+
+
+@dataclass
+class PairFits:
+    """Per pair: whether it is two molecules (``two``), and each member's position, photons,
+    background (θ of 4 + P), σ (G, 2, 3), χ²/dof, iterations, convergence and fit flags
+    (G, 2); for one
+    molecule the kept member (``keep``, 0 or 1) holds the fit and the other is a duplicate."""
+
+    two: np.ndarray
+    keep: np.ndarray
+    theta: FloatArray
+    sigma_nm: FloatArray
+    chi2_dof: FloatArray
+    n_iter: np.ndarray
+    converged: np.ndarray
+    flags: np.ndarray
+
+
+def _flags(status: np.ndarray) -> np.ndarray:
+    return (
+        np.where(status == MAX_ITER, FIT_FLAGS["max_iter"], 0)
+        | np.where(status == DIVERGED, FIT_FLAGS["diverged"], 0)
+    ).astype(np.int16)
+
+
+def fit_pairs(
+    microscope: Microscope,
+    noise: PixelNoise,
+    maps: CameraMaps,
+    cams: Sequence[FloatArray],
+    frame: np.ndarray,
+    xyz_nm: FloatArray,
+    prob: FloatArray,
+    pairs: np.ndarray,
+    theta: FloatArray,
+    others: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    *,
+    z_bounds: tuple[float, float],
+    options: FitOptions,
+    neighbour_nm: float,
+    saturation: float | None = None,
+    shift_px: FloatArray | None = None,
+) -> PairFits:
+    """Fit each pair (G, 2) of detections (``frame``, network ``xyz_nm`` (N, 3), ``prob``) as
+    one and as two emitters (module doc). ``theta`` (N, 4 + P) are every detection's current
+    estimates, whose light (for the ``others`` of each member: rows, ptr, neighbours as in
+    :func:`voxloc.fitting.mle.others_light`) is added to the pair's window."""
+    g = len(pairs)
+    p = maps.n_planes
+    s = microscope.px_size_nm
+    n2 = pair_window_px(options.window_px, neighbour_nm, s)
+    a, b = pairs[:, 0], pairs[:, 1]
+    centre = 0.5 * (xyz_nm[a, :2] + xyz_nm[b, :2])
+    pos = maps.positions_px(centre[:, 0], centre[:, 1], s)
+    shift = None if shift_px is None else shift_px[a]  # one frame: one plane drift
+    if shift is not None:
+        pos = pos + shift
+    win = cut_windows(cams, frame[a], pos, n2, saturation=saturation)
+    extra = None
+    if others is not None:
+        extra, _ = others_light(
+            microscope, noise, maps, theta, _pair_others(pairs, others), win, shift_px=shift_px
+        )
+    edge = np.where(win.edge, FIT_FLAGS["edge"], 0) | np.where(win.bad, FIT_FLAGS["saturated"], 0)
+    keep = (prob[b] > prob[a]).astype(np.int64)
+    first = np.where(keep == 1, b, a)
+    one = fit_windows(
+        microscope, noise, maps, win, *xyz_nm[first].T, z_bounds=z_bounds, options=options, extra=extra,
+        shift_px=shift,
+    )  # fmt: skip
+    both: JointResult = fit_joint(
+        microscope, noise, maps, win, xyz_nm[pairs], z_bounds=z_bounds, options=options, extra=extra,
+        shift_px=shift,
+    )  # fmt: skip
+    ok = (both.status == CONVERGED) & np.isfinite(both.nll) & np.isfinite(one.nll)
+    two = ok & (one.nll - both.nll > LLR_THRESHOLD)
+    out_theta = np.zeros((g, 2, 4 + p))
+    out_sigma = np.full((g, 2, 3), np.nan)
+    for e in range(2):
+        out_theta[:, e, :4] = both.theta[:, 4 * e : 4 * e + 4]
+        out_theta[:, e, 4:] = both.theta[:, 8:]
+        out_sigma[:, e] = both.sigma_nm[:, e]
+    rows = np.arange(g)
+    single = ~two
+    out_theta[rows[single], keep[single]] = one.theta[single]
+    out_sigma[rows[single], keep[single]] = one.sigma_nm[single]
+    chi2 = np.where(two, both.chi2_dof, one.chi2_dof)[:, None].repeat(2, axis=1)
+    n_iter = np.where(two, both.n_iter, one.n_iter)[:, None].repeat(2, axis=1).astype(np.int16)
+    flags = np.where(two, _flags(both.status), one.flags & ~(FIT_FLAGS["edge"] | FIT_FLAGS["saturated"]))
+    flags = (flags | edge)[:, None].repeat(2, axis=1).astype(np.int16)
+    converged = np.where(two, both.status == CONVERGED, one.converged)[:, None].repeat(2, axis=1)
+    return PairFits(two, keep, out_theta, out_sigma, chi2, n_iter, converged, flags)
+
+
+def _pair_others(
+    pairs: np.ndarray, others: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The farther neighbours of either member of each pair, once each: (rows = pair index,
+    ptr, neighbours) for :func:`voxloc.fitting.mle.others_light` on the pairs' windows."""
+    rows, ptr, j = others
+    where = np.full(int(max(rows.max(initial=-1), pairs.max(initial=-1))) + 1, -1)
+    where[rows] = np.arange(len(rows))
+    owner, nbr = [], []
+    for e in range(2):
+        r = where[pairs[:, e]]
+        has = np.flatnonzero(r >= 0)
+        counts = ptr[r[has] + 1] - ptr[r[has]]
+        starts = np.repeat(ptr[r[has]], counts)
+        offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        owner.append(np.repeat(has, counts))
+        nbr.append(j[starts + offset])
+    owner, nbr = np.concatenate(owner), np.concatenate(nbr)
+    key = np.unique(np.stack([owner, nbr], axis=1), axis=0)
+    owner, nbr = key[:, 0], key[:, 1]
+    g_ptr = np.searchsorted(owner, np.arange(len(pairs) + 1))
+    return np.arange(len(pairs)), g_ptr, nbr
