@@ -42,21 +42,25 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import signal
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import voxloc
 from voxloc.errors import tell_user, user_message
+
+T = TypeVar("T")
 
 __all__ = [
     "LOG_FORMAT",
     "limit_heap_fragmentation",
     "set_compute_threads",
+    "prefetched",
     "SIGTERM_EXIT",
     "Terminated",
     "temp_path",
@@ -271,6 +275,54 @@ def set_compute_threads(threads: int | None) -> None:
     if torch is not None:
         torch.set_num_threads(max(1, int(threads)))
     numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
+def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Iterate ``items`` in a background thread, up to ``depth`` items ahead (0: in this thread).
+
+    Reading and registering the next batches (numpy, which releases the GIL) then overlaps the
+    network. The queue is bounded, so memory stays flat; an exception in the thread is raised
+    here, and leaving the loop early stops the thread.
+    """
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            q.put((done, exc))
+
+    thread = threading.Thread(target=work, name="voxloc-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
 
 
 # ------------------------------------------------------------------ memory

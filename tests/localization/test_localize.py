@@ -15,7 +15,7 @@ import tifffile
 import torch
 import yaml
 
-from voxloc import config, exports, locs
+from voxloc import config, exports, locs, runtime
 from voxloc.errors import InputError
 from voxloc.localization import localize
 from voxloc.network.model import build_model, save_checkpoint
@@ -231,18 +231,18 @@ def test_precision_is_recorded(files):
 
 
 def test_prefetched_order_errors_and_early_exit():
-    assert list(localize.prefetched(iter(range(50)), 2)) == list(range(50))
-    assert list(localize.prefetched(iter(range(5)), 0)) == list(range(5))
+    assert list(runtime.prefetched(iter(range(50)), 2)) == list(range(50))
+    assert list(runtime.prefetched(iter(range(5)), 0)) == list(range(5))
 
     def failing():
         yield 1
         raise InputError("movie.tif: frame 1 holds NaN or infinite values")
 
     with pytest.raises(InputError, match="frame 1 holds NaN"):
-        list(localize.prefetched(failing(), 2))
+        list(runtime.prefetched(failing(), 2))
 
     before = {t for t in threading.enumerate() if t.name == "voxloc-prefetch"}
-    it = localize.prefetched(iter(range(1000)), 2)
+    it = runtime.prefetched(iter(range(1000)), 2)
     assert next(it) == 0
     it.close()  # leaving the loop early stops the producer thread
     assert not [t for t in threading.enumerate() if t.name == "voxloc-prefetch" and t not in before]

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import platform
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,7 @@ from voxloc.io import atomic_output, write_tiff
 from voxloc.localization.localize import LocalizeOptions, resolve_batch_frames, run_chunk
 from voxloc.locs import write_parquet
 from voxloc.network.model import TrainedModel, load_checkpoint, read_checkpoint, select_device
+from voxloc.network.precision import cpu_name
 from voxloc.physics.noise import adu_per_photon, to_photons
 from voxloc.runtime import set_compute_threads
 from voxloc.simulation.settings import SimulationSettings
@@ -301,19 +301,8 @@ def _set_threads(threads: int | None) -> None:
 
 def _device_info(device: str) -> dict[str, Any]:
     dev = select_device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     return {"device": dev.type, "device_name": name, "threads": torch.get_num_threads()}
-
-
-def _cpu_name() -> str:
-    """The CPU model (Linux: /proc/cpuinfo), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _speed_point(

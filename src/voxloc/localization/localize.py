@@ -13,14 +13,12 @@ metadata: :mod:`voxloc.localization.provenance`; exports: :mod:`voxloc.exports`.
 from __future__ import annotations
 
 import logging
-import queue
 import sys
-import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +28,7 @@ from voxloc.localization.movies import Movie
 from voxloc.localization.provenance import check_model_psf, locs_metadata
 from voxloc.localization.resampling import Resampler
 from voxloc.locs import LOC_SCHEMA, RowGroupWriter, empty_locs, encode_metadata, to_arrow, with_network_only
-from voxloc.runtime import limit_heap_fragmentation, set_compute_threads
+from voxloc.runtime import limit_heap_fragmentation, prefetched, set_compute_threads
 from voxloc.voxels import voxel_table
 
 if TYPE_CHECKING:
@@ -41,7 +39,6 @@ if TYPE_CHECKING:
     from voxloc.physics.microscope import Microscope
     from voxloc.physics.noise import PixelNoise
 
-T = TypeVar("T")
 
 __all__ = [
     "localize_frames",
@@ -110,54 +107,6 @@ def _device_batches(
         cams = [movie.photons(r.to(model.device, non_blocking=True)) for r in raw]
         host = [movie.photons(r.numpy()) for r in raw] if host_cams else None
         yield first, model.prepare(on_device(cams)), host
-
-
-def prefetched(items: Iterable[T], depth: int) -> Iterator[T]:
-    """Iterate ``items`` in a background thread, up to ``depth`` items ahead (0: in this thread).
-
-    Reading and registering the next batches (numpy, which releases the GIL) then overlaps the
-    network. The queue is bounded, so memory stays flat; an exception in the thread is raised
-    here, and leaving the loop early stops the thread.
-    """
-    if depth <= 0:
-        yield from items
-        return
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def work() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((done, None))
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            q.put((done, exc))
-
-    thread = threading.Thread(target=work, name="voxloc-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = q.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
 
 
 def resolve_batch_frames(batch_frames: int | str, device: torch.device) -> int:
@@ -241,6 +190,31 @@ def iter_localizations(
     )
 
 
+def _measured_precision(
+    model: TrainedModel,
+    model_path: str | Path,
+    movie: Movie,
+    resampler: Resampler,
+    start: int,
+    stop: int,
+    opts: LocalizeOptions,
+) -> TrainedModel:
+    """``precision: auto`` on a CPU: measured on the chunk's first batch, or as measured before
+    on this machine type (kept beside the model; :mod:`voxloc.network.precision`), logged."""
+    from voxloc.io import file_sha256
+    from voxloc.network.precision import auto_precision
+
+    batch = resolve_batch_frames(opts.batch_frames, model.device)
+    _, cams = next(movie.batches(start, min(stop, movie.n_frames, start + batch), batch))
+    path = Path(model_path)
+    chosen, line = auto_precision(
+        model, resampler(cams), opts.tau, cache=path.with_name(path.stem + ".precision.json"),
+        model_sha256=file_sha256(path),
+    )  # fmt: skip
+    log.info("%s: precision auto -> %s", movie.name, line)
+    return chosen
+
+
 def localize_frames(movie: Movie, model: TrainedModel, resampler: Resampler, **options: Any) -> pd.DataFrame:
     """All localizations of frames [start, stop) as one table (see :func:`iter_localizations`)."""
     parts = list(iter_localizations(movie, model, resampler, **options))
@@ -275,7 +249,7 @@ class LocalizeOptions:
     fit_window_px: int = 9
     fit_max_iter: int = 30
     fit_neighbour_nm: float = 400.0
-    fit_crowded: str = "subtract"
+    fit_crowded: str = "joint"
 
     def __post_init__(self) -> None:
         if self.fit not in ("mle", "none"):
@@ -330,7 +304,9 @@ def run_chunk(
 
     opts = options if options is not None else LocalizeOptions()
     set_compute_threads(opts.threads)
-    model = load_checkpoint(model_path, select_device(opts.device), opts.precision)
+    device = select_device(opts.device)
+    measure = opts.precision == "auto" and device.type == "cpu"
+    model = load_checkpoint(model_path, device, "float32" if measure else opts.precision)
     if psf_calibration is not None:
         from voxloc.calibration.files import load_psf
 
@@ -348,6 +324,8 @@ def run_chunk(
     n = 0
     with open_movie(movie_paths, name=name, offset_adu=offset_adu, adu_per_photon=adu_per_photon) as movie:
         resampler = Resampler(list(registrations), movie.camera_shapes)
+        if measure:
+            model = _measured_precision(model, model_path, movie, resampler, start, stop, opts)
         meta = locs_metadata(model, model_path, movie, tau=opts.tau)
         refiner = None
         if opts.fit == "mle":

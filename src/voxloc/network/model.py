@@ -18,7 +18,9 @@ its convolution, channels-last, at a chosen precision (:data:`PRECISIONS`): ``au
 float16 autocast on CUDA; on the CPU the quantized int8 network (:mod:`voxloc.network.quantize`)
 where the CPU has 8-bit dot-product instructions (VNNI, AMX), else bfloat16 where it has
 native bfloat16 (AVX512-BF16, AMX), else float32 (issue 8's lever table: int8 costs ~0.3
-points of localization Jaccard for 1.8x bfloat16's and 3.4x float32's frames/s).
+points of localization Jaccard for 1.8x bfloat16's and 3.4x float32's frames/s). That is
+the guess of callers with no batch to time; a chunk job measures instead
+(:mod:`voxloc.network.precision`).
 Detection thresholds the logits (ĉ > τ ⇔ logit ĉ > log(τ / (1 - τ))), so only the detected
 voxels go through the sigmoid and back to the host.
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ENGINE", "QuantizedVoxelNet", "quantize_int8", "calibration_frames"]
+__all__ = ["ENGINE", "QuantizedVoxelNet", "quantize_int8", "calibration_frames", "simulated_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ class QuantizedVoxelNet(nn.Module):
 def calibration_frames(meta: Mapping[str, Any], n_frames: int = 32, seed: int = 20201103) -> np.ndarray:
     """Frames in photons (T, P, H, W) simulated like the model's training frames (paper noise
     and the default grid when the model file holds no simulation settings)."""
+    return simulated_frames(meta, n_frames, seed)[0]
+
+
+def simulated_frames(meta: Mapping[str, Any], n_frames: int, seed: int) -> tuple[np.ndarray, Any, Any]:
+    """:func:`calibration_frames` with their truth: (frames in photons, the emitter table, the
+    simulation's voxel grid)."""
     from voxloc.errors import InputError
     from voxloc.physics.microscope import Microscope
     from voxloc.physics.noise import NoiseModel, to_photons
@@ -74,7 +80,7 @@ def calibration_frames(meta: Mapping[str, Any], n_frames: int = 32, seed: int = 
         )
         settings = SimulationSettings(physics, height=64, width=64)
     sim = simulate_frames(n_frames, settings, np.random.default_rng(seed))
-    return to_photons(sim.frames, settings.physics.noise)
+    return to_photons(sim.frames, settings.physics.noise), sim.emitters, settings.grid
 
 
 def quantize_int8(net: nn.Module, calibration: torch.Tensor) -> QuantizedVoxelNet:
