@@ -12,21 +12,30 @@ __all__ = ["cholesky_solve", "inverse_diagonal"]
 
 
 @njit(cache=True, nogil=True)
-def cholesky_solve(a, b, out) -> bool:  # noqa: ANN001
-    """Solve a x = b for a symmetric positive-definite (q, q) a; False if it is not."""
+def _cholesky(a, low, pivot_min) -> bool:  # noqa: ANN001
+    """The lower factor L of a = L Lᵀ into ``low``; False at a pivot <= ``pivot_min``."""
     q = a.shape[0]
-    low = np.zeros((q, q))
     for i in range(q):
         for j in range(i + 1):
             v = a[i, j]
             for k in range(j):
                 v -= low[i, k] * low[j, k]
             if i == j:
-                if not v > 0.0:
+                if not v > pivot_min:
                     return False
                 low[i, i] = math.sqrt(v)
             else:
                 low[i, j] = v / low[j, j]
+    return True
+
+
+@njit(cache=True, nogil=True)
+def cholesky_solve(a, b, out) -> bool:  # noqa: ANN001
+    """Solve a x = b for a symmetric positive-definite (q, q) a; False if it is not."""
+    q = a.shape[0]
+    low = np.zeros((q, q))
+    if not _cholesky(a, low, 0.0):
+        return False
     for i in range(q):
         v = b[i]
         for k in range(i):
@@ -50,17 +59,8 @@ def inverse_diagonal(h, out) -> bool:  # noqa: ANN001
     top = 0.0
     for i in range(q):
         top = max(top, h[i, i])
-    for i in range(q):
-        for j in range(i + 1):
-            v = h[i, j]
-            for k in range(j):
-                v -= low[i, k] * low[j, k]
-            if i == j:
-                if not v > 1e-10 * top:
-                    return False
-                low[i, i] = math.sqrt(v)
-            else:
-                low[i, j] = v / low[j, j]
+    if not _cholesky(h, low, 1e-10 * top):
+        return False
     col = np.zeros(q)
     for c in range(len(out)):  # column c of L⁻¹ (rows c.. are non-zero)
         col[:] = 0.0

@@ -38,6 +38,17 @@ def _model(pm, inv, s, origin, shift, th, n, deriv, g, d, work):  # noqa: ANN001
 
 
 @njit(cache=True, nogil=True)
+def _mirror(hess, from_upper) -> None:  # noqa: ANN001
+    """Fill the other triangle of H from the one that was summed."""
+    for a in range(hess.shape[0]):
+        for b in range(a):
+            if from_upper:
+                hess[a, b] = hess[b, a]
+            else:
+                hess[b, a] = hess[a, b]
+
+
+@njit(cache=True, nogil=True)
 def _accumulate(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
     """Fisher information H = Jᵀ W J, score Jᵀ W (y - μ) (when ``hess`` has rows), the
     negative log-likelihood and Σ (y - μ)² / Var(μ) of a window's K emitters at θ."""
@@ -137,10 +148,7 @@ def _accumulate_one(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tupl
             hess[3, e] += h34
             hess[e, e] += h44
     if with_h:
-        q = hess.shape[0]
-        for a in range(q):
-            for bb in range(a):
-                hess[a, bb] = hess[bb, a]
+        _mirror(hess, True)
     return cost, chi2
 
 
@@ -199,10 +207,7 @@ def _accumulate_many(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tup
                     for bb in range(a + 1):
                         hess[col[a], col[bb]] += wa * jl[bb]
     if with_h:
-        q = hess.shape[0]
-        for a in range(q):
-            for bb in range(a):
-                hess[bb, a] = hess[a, bb]
+        _mirror(hess, False)
     return cost, chi2
 
 
