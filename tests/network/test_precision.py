@@ -77,7 +77,7 @@ def test_the_choice_is_kept_beside_the_model_for_this_machine_type(float32_model
     frames = _frames(shape=(2, 4, 37, 53))
     cache = tmp_path / "model.precision.json"
     first, line = prec.auto_precision(float32_model, frames, 0.5, cache=cache, model_sha256="aa")
-    record = json.loads(cache.read_text())
+    (record,) = json.loads(cache.read_text())["entries"]
     assert record["precision"] == first.precision and record["key"]["model_sha256"] == "aa"
     assert [t["precision"] for t in record["trials"]] == list(prec.CPU_CANDIDATES)
     assert "frames/s" in line
@@ -90,6 +90,15 @@ def test_the_choice_is_kept_beside_the_model_for_this_machine_type(float32_model
     assert again.precision == first.precision and "measured before" in line
     with pytest.raises(AssertionError, match="measured again"):
         prec.auto_precision(float32_model, frames, 0.5, cache=cache, model_sha256="bb")
+    monkeypatch.undo()
+    prec.auto_precision(float32_model, frames[:1], 0.5, cache=cache, model_sha256="aa")  # another shape
+    keys = [e["key"]["frames"][0] for e in json.loads(cache.read_text())["entries"]]
+    assert keys == [2, 1]  # kept side by side: the movie's entry is not overwritten
+    monkeypatch.setattr(prec, "measure_precision", no_timing)
+    assert (
+        "measured before"
+        in prec.auto_precision(float32_model, frames, 0.5, cache=cache, model_sha256="aa")[1]
+    )
     cache.write_text("{not json")
     with pytest.raises(AssertionError, match="measured again"):  # a damaged file: measured anew
         prec.auto_precision(float32_model, frames, 0.5, cache=cache, model_sha256="aa")

@@ -68,6 +68,8 @@ MAX_JACCARD_LOSS = 0.005
 MAX_ZETA_RMS = 0.02
 #: a less precise candidate must be this much faster (frames/s ratio - 1) to be chosen
 MIN_GAIN = 0.1
+#: choices kept beside a model (one per machine type, frame shape, threads...): the newest
+CACHE_ENTRIES = 64
 
 
 @dataclass(frozen=True)
@@ -202,12 +204,24 @@ def _cpu_flags() -> str:
     return hashlib.sha256(" ".join(sorted((m.group(1) if m else "").split())).encode()).hexdigest()[:16]
 
 
+def _read_entries(cache: Path | None) -> list[dict[str, Any]]:
+    """The choices kept in ``cache`` (none when it is missing or unreadable)."""
+    if cache is None or not cache.exists():
+        return []
+    try:
+        entries = json.loads(cache.read_text()).get("entries", [])
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
 def auto_precision(
     model: TrainedModel, frames_photons: FloatArray, tau: float, *, cache: Path | None, model_sha256: str
 ) -> tuple[TrainedModel, str]:
     """``auto`` on a CPU: the precision measured before on this machine type (``cache``, a
-    JSON file beside the model, same key), else measured now (:func:`measure_precision`)
-    and written there. Returns the model at that precision and a line for the log."""
+    JSON file beside the model holding one entry per key: the speed sweep's frame sizes do
+    not overwrite a movie's), else measured now (:func:`measure_precision`) and added there.
+    Returns the model at that precision and a line for the log."""
     key: dict[str, Any] = {
         "cpu": cpu_name(),
         "cpu_flags": _cpu_flags(),
@@ -217,11 +231,8 @@ def auto_precision(
         "tau": float(tau),
         "model_sha256": model_sha256,
     }
-    if cache is not None and cache.exists():
-        try:
-            known = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            known = {}
+    entries = _read_entries(cache)
+    for known in entries:
         if known.get("key") == key and known.get("precision") in CPU_CANDIDATES:
             chosen = known["precision"]
             if chosen != "float32":
@@ -231,9 +242,10 @@ def auto_precision(
     line = f"{chosen_model.precision}; " + "; ".join(map(str, trials))
     if cache is not None:
         record = {"key": key, "precision": chosen_model.precision, "trials": [asdict(t) for t in trials]}
+        entries = [e for e in entries if e.get("key") != key][-(CACHE_ENTRIES - 1) :] + [record]
         try:
             with atomic_output(cache) as tmp:
-                Path(tmp).write_text(json.dumps(record, indent=1) + "\n")
+                Path(tmp).write_text(json.dumps({"entries": entries}, indent=1) + "\n")
         except OSError as exc:
             log.warning("%s: not written (%s); the next chunk measures again", cache, exc)
     return chosen_model, line
