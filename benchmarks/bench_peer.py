@@ -238,23 +238,32 @@ def run_voxloc(movie: Path, model_path: str, args: argparse.Namespace, settings=
     set_compute_threads(args.threads)
     model = load_checkpoint(model_path, select_device(args.device))
     model.predict(np.full((args.batch, 4, args.size, args.size), 10.0, np.float32), batch_frames=args.batch)
+
+    def new_refiner():
+        if settings is None:
+            return None
+        from voxloc.fitting.refine import Refiner
+        from voxloc.physics.noise import PixelNoise
+
+        edges = settings.grid.z_edges_nm
+        return Refiner(
+            settings.physics,
+            PixelNoise.from_model(settings.physics.noise),
+            [np.eye(3)] * 4,
+            (float(edges[0]), float(edges[-1])),
+        )
+
+    if settings is not None:  # numba compiles the fit's kernels once per checkout: not timed
+        with open_movie(movie, name=movie.stem, offset_adu=BASELINE_ADU, adu_per_photon=1.0) as mov:
+            resampler = Resampler([np.eye(3)] * 4, mov.camera_shapes)
+            list(iter_localizations(mov, model, resampler, stop=2, tau=args.tau, refiner=new_refiner()))
     t0 = time.perf_counter()
     with open_movie(movie, name=movie.stem, offset_adu=BASELINE_ADU, adu_per_photon=1.0) as mov:
         resampler = Resampler([np.eye(3)] * 4, mov.camera_shapes)
-        refiner = None
-        if settings is not None:
-            from voxloc.fitting.refine import Refiner
-            from voxloc.physics.noise import PixelNoise
-
-            edges = settings.grid.z_edges_nm
-            refiner = Refiner(
-                settings.physics,
-                PixelNoise.from_model(settings.physics.noise),
-                [np.eye(3)] * 4,
-                (float(edges[0]), float(edges[-1])),
-            )
         parts = list(
-            iter_localizations(mov, model, resampler, tau=args.tau, batch_frames=args.batch, refiner=refiner)
+            iter_localizations(
+                mov, model, resampler, tau=args.tau, batch_frames=args.batch, refiner=new_refiner()
+            )
         )
     table = pd.concat(parts, ignore_index=True)
     return table, time.perf_counter() - t0
