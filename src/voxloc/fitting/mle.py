@@ -104,6 +104,28 @@ def _noise_tuple(noise: PixelNoise) -> tuple[int, float, float, float]:
     return kind, float(noise.excess), float(noise.read_var_photons), float(noise.constant_var)
 
 
+def _max_shift_nm(microscope: Microscope, options: FitOptions) -> float:
+    """How far (nm, x and y) a fitted position may go from its start."""
+    return max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
+
+
+def _starts(
+    starts_nm: FloatArray, p: int, z_bounds: tuple[float, float], shift_nm: float
+) -> tuple[FloatArray, FloatArray]:
+    """θ0 (M, 4 K + P) with K emitters at ``starts_nm`` (M, K, 3) (z clipped to its bounds,
+    N and b 0: solved first by the kernel) and the bounds (M, 3 K, 2) of each one's x, y, z."""
+    m, k, _ = starts_nm.shape
+    theta0 = np.zeros((m, 4 * k + p))
+    bounds = np.empty((m, 3 * k, 2))
+    for e in range(k):
+        theta0[:, 4 * e : 4 * e + 2] = starts_nm[:, e, :2]
+        theta0[:, 4 * e + 2] = np.clip(starts_nm[:, e, 2], *z_bounds)
+        bounds[:, 3 * e : 3 * e + 2, 0] = starts_nm[:, e, :2] - shift_nm
+        bounds[:, 3 * e : 3 * e + 2, 1] = starts_nm[:, e, :2] + shift_nm
+        bounds[:, 3 * e + 2] = z_bounds
+    return theta0, bounds
+
+
 def _run(
     microscope: Microscope,
     noise: PixelNoise,
@@ -126,7 +148,7 @@ def _run(
     n = windows.data.shape[-1]
     pm = microscope.patch_model(n)
     b_min = -noise.shift + 1e-3 if noise.kind == "poisson" else -np.inf
-    shift = max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
+    shift = _max_shift_nm(microscope, options)
     opts = np.array([options.max_iter, options.tol_nm, LOGLIK_TOL, shift])
     extra = np.zeros((1, p, n, n)) if extra is None else np.asarray(extra, np.float64).reshape(m, p, n, n)
     shift_px = np.zeros((m, p, 2)) if shift_px is None else np.asarray(shift_px, np.float64)
@@ -181,9 +203,8 @@ def fit_windows(
     rows = np.arange(n_det) if rows is None else np.asarray(rows, np.int64)
     p = maps.n_planes
     q = 4 + p
-    theta0 = np.zeros((n_det, q))
-    theta0[:, 0], theta0[:, 1] = x_nm, y_nm
-    theta0[:, 2] = np.clip(z_nm, *z_bounds)
+    xyz = np.stack([np.asarray(v, np.float64) for v in (x_nm, y_nm, z_nm)], axis=-1).reshape(n_det, 3)
+    xyz[:, 2] = np.clip(xyz[:, 2], *z_bounds)
     flags = np.where(windows.edge[rows], FIT_FLAGS["edge"], 0) | np.where(
         windows.bad[rows], FIT_FLAGS["saturated"], 0
     )
@@ -191,19 +212,15 @@ def fit_windows(
     if n_det == 0:
         empty = np.zeros(0)
         return FitResult(
-            theta0, np.zeros((0, 3)), empty, np.zeros(0, np.int16), np.zeros(0, bool), flags, empty
+            np.zeros((0, q)), np.zeros((0, 3)), empty, np.zeros(0, np.int16), np.zeros(0, bool), flags, empty
         )
     # a start that is not a number cannot be fitted: computed at a harmless place, skipped,
     # and given back as it came (NaN), flagged diverged
-    no_start = ~np.isfinite(theta0[:, :3]).all(axis=1)
-    start_nan = theta0[no_start, :3].copy()
-    theta0[no_start, :3] = [0.0, 0.0, z_bounds[0]]
+    no_start = ~np.isfinite(xyz).all(axis=1)
+    start_nan = xyz[no_start].copy()
+    xyz[no_start] = [0.0, 0.0, z_bounds[0]]
     skip = no_start if skip is None else (np.asarray(skip, bool) | no_start)
-    shift = max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
-    bounds = np.empty((n_det, 3, 2))
-    bounds[:, :2, 0] = theta0[:, :2] - shift
-    bounds[:, :2, 1] = theta0[:, :2] + shift
-    bounds[:, 2] = z_bounds
+    theta0, bounds = _starts(xyz[:, None, :], p, z_bounds, _max_shift_nm(microscope, options))
     theta, hess, var, chi2, nll, n_iter, status = _run(
         microscope, noise, maps, windows, theta0, bounds, skip, extra, shift_px, rows, options
     )
@@ -248,16 +265,7 @@ def fit_joint(
     ``starts_nm`` (M, K, 3) = their (x, y, z): the multi-emitter model of close pairs
     (:mod:`voxloc.fitting.groups`); each emitter kept within ``max_shift_px`` of its start."""
     m, k, _ = starts_nm.shape
-    p = maps.n_planes
-    theta0 = np.zeros((m, 4 * k + p))
-    bounds = np.empty((m, 3 * k, 2))
-    shift = max(float(options.max_shift_px) * microscope.px_size_nm, 1e-9)
-    for e in range(k):
-        theta0[:, 4 * e : 4 * e + 2] = starts_nm[:, e, :2]
-        theta0[:, 4 * e + 2] = np.clip(starts_nm[:, e, 2], *z_bounds)
-        bounds[:, 3 * e : 3 * e + 2, 0] = starts_nm[:, e, :2] - shift
-        bounds[:, 3 * e : 3 * e + 2, 1] = starts_nm[:, e, :2] + shift
-        bounds[:, 3 * e + 2] = z_bounds
+    theta0, bounds = _starts(starts_nm, maps.n_planes, z_bounds, _max_shift_nm(microscope, options))
     skip = ~np.isfinite(starts_nm).all(axis=(1, 2))
     theta0[skip] = np.nan_to_num(theta0[skip])
     theta, _, var, chi2, nll, n_iter, status = _run(

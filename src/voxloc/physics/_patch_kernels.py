@@ -60,10 +60,6 @@ class PatchModel:
     coeffs: FloatArray
     spline: FloatArray
 
-    @property
-    def n_planes(self) -> int:
-        return len(self.plane_z)
-
 
 def patch_model(
     psf: PSFParams | SplinePSF,
