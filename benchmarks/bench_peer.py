@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import BASELINE_ADU, simulate_movie
+from common import BASELINE_ADU, cpu_label, simulate_movie
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -418,7 +418,7 @@ def main_benchmark(args: argparse.Namespace) -> None:
     load1 = os.getloadavg()
     print(
         f"\n{args.size}x{args.size}x4, paper noise, {args.psf} PSF, {args.threads} threads/processes, "
-        f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs; model {args.model}\n"
+        f"load average {load0[0]:.2f} -> {load1[0]:.2f} on {os.cpu_count()} CPUs ({cpu_label()}); model {args.model}\n"
     )
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     if args.out:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
 import numpy as np
+from common import cpu_label
 
 from voxloc.physics.noise import NoiseModel, add_noise
 from voxloc.physics.psf import TABLE2, render_planes
@@ -44,24 +44,6 @@ def noisy(psf: SplinePSF, rel: float = 1e-3) -> SplinePSF:
     return SplinePSF(c, psf.z0_nm, psf.z_step_nm, psf.px_size_nm, psf.transmission, psf.plane_z_nm)
 
 
-def cpu_name() -> str:
-    """CPU model and its vector extensions (the /proc/cpuinfo flags lscpu shows)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, val = line.partition(":")
-                if key.strip() == "model name":
-                    model = val.strip()
-                elif key.strip() == "flags":
-                    flags = set(val.split())
-                    break
-    except OSError:
-        pass
-    ext = [x for x in ("avx2", "avx512f", "avx512_vnni") if x in flags]
-    return f"{model} ({', '.join(ext) or 'no avx2 / avx512'})"
-
-
 def _rate(fn, frames: int, batch: int, repeats: int) -> float:
     """Best frames/s over ``repeats`` runs of max(1, frames // batch) calls of ``batch`` frames."""
     fn()
@@ -83,7 +65,7 @@ def main() -> None:
     args = ap.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    print(f"CPU: {cpu_name()}; 1 core, {SHAPE[0]}x{SHAPE[1]}x4 px, M=50, batches of {args.batch} frames")
+    print(f"CPU: {cpu_label()}; 1 core, {SHAPE[0]}x{SHAPE[1]}x4 px, M=50, batches of {args.batch} frames")
     rng = np.random.default_rng(0)
     b, m = args.batch, 50
     xy = rng.uniform(0, SHAPE[1] * PX, (b, m, 1, 2)) + np.zeros((1, 1, 4, 1))

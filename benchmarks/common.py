@@ -1,4 +1,5 @@
-"""Shared by the benchmarks: simulated movies written as TIFF and camera registrations."""
+"""Shared by the benchmarks: the CPU's name, simulated movies written as TIFF and camera
+registrations."""
 
 from __future__ import annotations
 
@@ -7,6 +8,24 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+
+def cpu_label() -> str:
+    """The CPU model and the vector extensions that decide its speed (lscpu's flags avx2,
+    avx512f, avx512_vnni, amx_int8): speed figures name them."""
+    from voxloc.network.precision import cpu_name
+
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    ext = [x for x in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if x in flags]
+    return f"{cpu_name()} ({', '.join(ext) or 'no AVX2 / AVX-512'})"
+
 
 #: camera offset of the simulated movies: ADU = photons + 100
 BASELINE_ADU = 100.0

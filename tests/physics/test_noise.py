@@ -48,6 +48,21 @@ def test_paper_model_moments():
     np.testing.assert_allclose(noise_variance(np.array(LEVELS), model), [19.0, 19.0, 19.0])
 
 
+def test_paper_model_compiled_pass_equals_its_array_form():
+    # the one-pass kernel draws the same uniforms and normals as poisson_constant + normal
+    model = NoiseModel("paper", background=10.0, read_noise_var=9.0)
+    signal = np.random.default_rng(5).uniform(0, 300, (3, 4, 17, 19)).astype(np.float32)
+    y = add_noise(signal, model, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    expect = signal + poisson_constant(10.0, signal.shape, rng).astype(np.float32)
+    expect += np.float32(3.0) * rng.standard_normal(signal.shape, dtype=np.float32)
+    np.testing.assert_array_equal(y, expect)
+    # a non-contiguous view gives the same as its copy
+    view = np.random.default_rng(6).uniform(0, 50, (8, 9)).astype(np.float32)[:, ::2]
+    y1 = add_noise(view, model, np.random.default_rng(4))
+    np.testing.assert_array_equal(y1, add_noise(view.copy(), model, np.random.default_rng(4)))
+
+
 def test_paper_model_without_read_noise_is_integer_offset():
     model = NoiseModel("paper", background=4.0, read_noise_var=0.0)
     y = add_noise(np.full((1000,), 2.5, dtype=np.float32), model, np.random.default_rng(2))
