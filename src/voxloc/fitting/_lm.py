@@ -152,12 +152,15 @@ def _accumulate_one(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tupl
     return cost, chi2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _accumulate_many(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tuple[float, float]:  # noqa: ANN001
-    """:func:`_accumulate` of K > 1 emitters: per pixel, the 4 K + 1 non-zero columns of the
-    Jacobian (x, y, z, N of each emitter and b_k)."""
+    """:func:`_accumulate` of K > 1 emitters. Per plane the Jacobian's 4 K + 1 non-zero
+    columns (x, y, z, N of each emitter and b_k) are formed over the window's pixels, then
+    each entry of H and the score is one dot product over them (the pixel loops have no
+    branch, the ``mask`` a 0 / 1 weight as in :func:`_accumulate_one`, and vectorise)."""
     kind, excess, read_var, const_var = noise
     n_e, p, n = g.shape[0], g.shape[1], g.shape[2]
+    nn = n * n
     with_h = hess.shape[0] > 0
     if with_h:
         hess[:] = 0.0
@@ -166,46 +169,68 @@ def _accumulate_many(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tup
     cost = 0.0
     chi2 = 0.0
     m = 4 * n_e + 1
-    jl = np.empty(m)
+    jac = np.empty((m, nn))
+    mu = np.empty(nn)
+    w = np.empty(nn)
+    wr = np.empty(nn)
     col = np.empty(m, np.int64)
     for e in range(4 * n_e):
         col[e] = e
+    for t in range(nn):
+        jac[m - 1, t] = 1.0
     for k in range(p):
         l00, l01, l10, l11 = inv[k, 0, 0], inv[k, 0, 1], inv[k, 1, 0], inv[k, 1, 1]
         col[m - 1] = 4 * n_e + k
         b = th[4 * n_e + k]
-        for i in range(n):
-            for j in range(n):
-                if not mask[k, i, j]:
-                    continue
-                mu = b + extra[k, i, j]
-                for e in range(n_e):
-                    mu += th[4 * e + 3] * g[e, k, i, j]
-                y = data[k, i, j]
-                r = y - mu
-                if kind == 0:
-                    w = 1.0 / const_var
-                    cost += 0.5 * r * r * w
-                else:
-                    w = 1.0 / (excess * max(mu, 0.0) + read_var)
-                    mu_s = max(mu + c, 1e-9) / excess
-                    cost += mu_s - max(y + c, 0.0) / excess * math.log(mu_s)
-                chi2 += r * r * w
-                if not with_h:
-                    continue
-                for e in range(n_e):
-                    ph = th[4 * e + 3]
-                    dx, dy = d[e, k, 0, i, j], d[e, k, 1, i, j]
-                    jl[4 * e] = ph * (dx * l00 + dy * l10)
-                    jl[4 * e + 1] = ph * (dx * l01 + dy * l11)
-                    jl[4 * e + 2] = ph * d[e, k, 2, i, j]
-                    jl[4 * e + 3] = g[e, k, i, j]
-                jl[m - 1] = 1.0
-                for a in range(m):
-                    wa = w * jl[a]
-                    grad[col[a]] += wa * r
-                    for bb in range(a + 1):
-                        hess[col[a], col[bb]] += wa * jl[bb]
+        yk = data[k].reshape(nn)
+        mk = mask[k].reshape(nn)
+        ek = extra[k].reshape(nn)
+        for t in range(nn):
+            mu[t] = b + ek[t]
+        for e in range(n_e):
+            ph = th[4 * e + 3]
+            ge = g[e, k].reshape(nn)
+            for t in range(nn):
+                mu[t] += ph * ge[t]
+        for t in range(nn):
+            y = yk[t]
+            r = y - mu[t]
+            on = 1.0 if mk[t] else 0.0
+            if kind == 0:
+                wt = on / const_var
+                cost += 0.5 * r * r * wt
+            else:
+                wt = on / (excess * max(mu[t], 0.0) + read_var)
+                mu_s = max(mu[t] + c, 1e-9) / excess
+                cost += on * (mu_s - max(y + c, 0.0) / excess * math.log(mu_s))
+            chi2 += r * r * wt
+            w[t] = wt
+            wr[t] = wt * r
+        if not with_h:
+            continue
+        for e in range(n_e):
+            ph = th[4 * e + 3]
+            ge = g[e, k].reshape(nn)
+            dx = d[e, k, 0].reshape(nn)
+            dy = d[e, k, 1].reshape(nn)
+            dz = d[e, k, 2].reshape(nn)
+            for t in range(nn):
+                jac[4 * e, t] = ph * (dx[t] * l00 + dy[t] * l10)
+                jac[4 * e + 1, t] = ph * (dx[t] * l01 + dy[t] * l11)
+                jac[4 * e + 2, t] = ph * dz[t]
+                jac[4 * e + 3, t] = ge[t]
+        for a in range(m):
+            ja = jac[a]
+            s = 0.0
+            for t in range(nn):
+                s += wr[t] * ja[t]
+            grad[col[a]] += s
+            for bb in range(a + 1):
+                jb = jac[bb]
+                s = 0.0
+                for t in range(nn):
+                    s += w[t] * ja[t] * jb[t]
+                hess[col[a], col[bb]] += s
     if with_h:
         _mirror(hess, False)
     return cost, chi2
