@@ -236,36 +236,52 @@ def _accumulate_many(th, inv, data, mask, extra, g, d, noise, hess, grad) -> tup
     return cost, chi2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _linear_photons(th, data, mask, extra, g, b_min) -> None:  # noqa: ANN001
     """N of each emitter and b_k of θ by linear least squares at their positions (unit
-    weights), N >= 1; g (K, P, n, n)."""
-    n_e, p = g.shape[0], g.shape[1]
+    weights), N >= 1; g (K, P, n, n). The normal equations' sums are taken plane by plane
+    in scalars (the pixel loops vectorise)."""
+    n_e, p, n = g.shape[0], g.shape[1], g.shape[2]
+    nn = n * n
     q = n_e + p
     a = np.zeros((q, q))
     rhs = np.zeros(q)
+    on = np.empty(nn)
+    y = np.empty(nn)
     for k in range(p):
-        for i in range(g.shape[2]):
-            for j in range(g.shape[3]):
-                if not mask[k, i, j]:
-                    continue
-                y = data[k, i, j] - extra[k, i, j]
-                for e in range(n_e):
-                    ge = g[e, k, i, j]
-                    rhs[e] += ge * y
-                    a[e, n_e + k] += ge
-                    for f in range(e + 1):
-                        a[e, f] += ge * g[f, k, i, j]
-                a[n_e + k, n_e + k] += 1.0
-                rhs[n_e + k] += y
+        mk = mask[k].reshape(nn)
+        dk = data[k].reshape(nn)
+        ek = extra[k].reshape(nn)
+        count = 0.0
+        sy = 0.0
+        for t in range(nn):
+            o = 1.0 if mk[t] else 0.0
+            v = o * (dk[t] - ek[t])
+            on[t] = o
+            y[t] = v
+            count += o
+            sy += v
+        a[n_e + k, n_e + k] = max(count, 1.0)
+        rhs[n_e + k] = sy
+        for e in range(n_e):
+            ge = g[e, k].reshape(nn)
+            sg = 0.0
+            sgy = 0.0
+            for t in range(nn):
+                sg += on[t] * ge[t]
+                sgy += ge[t] * y[t]
+            a[e, n_e + k] = sg
+            a[n_e + k, e] = sg
+            rhs[e] += sgy
+            for f in range(e + 1):
+                gf = g[f, k].reshape(nn)
+                sgg = 0.0
+                for t in range(nn):
+                    sgg += on[t] * ge[t] * gf[t]
+                a[e, f] += sgg
     for e in range(n_e):
         for f in range(e):
             a[f, e] = a[e, f]
-    for e in range(n_e):
-        for k in range(p):
-            a[n_e + k, e] = a[e, n_e + k]
-    for k in range(p):
-        a[n_e + k, n_e + k] = max(a[n_e + k, n_e + k], 1.0)
     scale = 0.0
     for i in range(q):
         scale = max(scale, a[i, i])
