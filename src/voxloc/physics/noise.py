@@ -98,21 +98,16 @@ def poisson_constant(lam: float, size: tuple[int, ...] | int, rng: np.random.Gen
 
     u is a uniform 32-bit integer; the result is the smallest n with u < 2^32 F(n), F the
     Poisson CDF (so probabilities are exact to 2^-32). The guide table indexed by the top
-    bits of u gives a start n that is at most a few steps below the answer.
+    bits of u gives a start n that is at most a few steps below the answer (the search:
+    :mod:`voxloc.physics._noise_kernels`).
     """
     if lam == 0:
         return np.zeros(size, dtype=np.int32)
+    from voxloc.physics._noise_kernels import poisson_from_uniforms  # numba: only where it is used
+
     cdf, guide = _poisson_tables(float(lam))
     u = rng.integers(0, 2**32, size=size, dtype=np.uint32)
-    out = guide[u >> np.uint32(32 - _GUIDE_BITS)]
-    idx = np.flatnonzero(u >= cdf[out])
-    flat = out.reshape(-1)
-    uf = u.reshape(-1)
-    n_last = cdf.size - 1  # F(n_last) = 1 in float64: reached only by u = 2^32 - 1
-    while idx.size:
-        flat[idx] += 1
-        idx = idx[(flat[idx] < n_last) & (uf[idx] >= cdf[flat[idx]])]
-    return out
+    return poisson_from_uniforms(u, cdf, guide, _GUIDE_BITS)
 
 
 def add_noise(signal: FloatArray, model: NoiseModel, rng: np.random.Generator) -> FloatArray:
