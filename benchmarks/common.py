@@ -13,16 +13,9 @@ import numpy as np
 def cpu_label() -> str:
     """The CPU model and the vector extensions that decide its speed (lscpu's flags avx2,
     avx512f, avx512_vnni, amx_int8): speed figures name them."""
-    from voxloc.network.precision import cpu_name
+    from voxloc.network.precision import cpu_flags, cpu_name
 
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpu_flags() or set()
     ext = [x for x in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if x in flags]
     return f"{cpu_name()} ({', '.join(ext) or 'no AVX2 / AVX-512'})"
 

@@ -52,6 +52,7 @@ __all__ = [
     "Trial",
     "agreement",
     "auto_precision",
+    "cpu_flags",
     "cpu_name",
     "measure_precision",
 ]
@@ -194,14 +195,23 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cpu_flags() -> str:
-    """A short digest of the CPU's instruction-set flags (two CPUs of one name may differ)."""
+def cpu_flags() -> set[str] | None:
+    """The CPU's instruction-set flags (Linux: /proc/cpuinfo, lscpu's ``Flags``), None when
+    they cannot be read."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return ""
+        return None
     m = re.search(r"^flags\s*:(.*)$", text, re.M)
-    return hashlib.sha256(" ".join(sorted((m.group(1) if m else "").split())).encode()).hexdigest()[:16]
+    return set((m.group(1) if m else "").split())
+
+
+def _cpu_flags() -> str:
+    """A short digest of the CPU's instruction-set flags (two CPUs of one name may differ)."""
+    flags = cpu_flags()
+    if flags is None:
+        return ""
+    return hashlib.sha256(" ".join(sorted(flags)).encode()).hexdigest()[:16]
 
 
 def _read_entries(cache: Path | None) -> list[dict[str, Any]]:
