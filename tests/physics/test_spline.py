@@ -123,7 +123,7 @@ def test_crlb_matches_gaussian_crlb(gauss_spline):
     x = np.full_like(z, 32.37 * PX)
     y = np.full_like(z, 30.81 * PX)
     photons = 4 * TABLE2.a_prime / PX**2  # w = 1: 4 planes x a'/s² each
-    ref = crlb(mic, x, y, z, photons, window_px=2 * HALF + 1)
+    ref = crlb(mic, x, y, z, photons, window_px=2 * HALF + 1, nuisance=False)
     info = fisher_information_spline(gauss_spline, mic.noise, x, y, z, photons)
     info = 0.5 * (info + info.transpose(0, 2, 1))
     var = np.array([np.diag(np.linalg.inv(i)) for i in info])
@@ -138,7 +138,11 @@ def test_crlb_matches_gaussian_crlb(gauss_spline):
     # the same bound through the one PSF interface: a Microscope holding the spline
     spline_mic = Microscope(psf=gauss_spline, plane_z_nm=PLANES, noise=NoiseModel(kind="paper"))
     assert spline_mic.model == "spline"
-    np.testing.assert_allclose(crlb(spline_mic, x, y, z, photons), var, rtol=1e-9)
+    np.testing.assert_allclose(crlb(spline_mic, x, y, z, photons, nuisance=False), var, rtol=1e-9)
+    # photons and backgrounds unknown: the spline's bound is the Gaussian's too
+    full = crlb(spline_mic, x, y, z, photons)
+    np.testing.assert_allclose(full, crlb(mic, x, y, z, photons, window_px=2 * HALF + 1), rtol=0.1)
+    assert np.all(full >= var * (1 - 1e-9))
 
 
 def test_bad_construction():

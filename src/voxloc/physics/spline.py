@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import spline_filter
 
+from voxloc.physics._fisher import information_sum
 from voxloc.physics._spline_render import low_rank_tables, render_low_rank
 from voxloc.physics.noise import NoiseModel, noise_variance, signal_gain
 from voxloc.types import FloatArray, IntArray
@@ -313,10 +314,13 @@ def fisher_information_spline(
     *,
     drift_nm: FloatArray | None = None,
     half_px: int | None = None,
+    nuisance: bool = False,
 ) -> FloatArray:
     """Fisher information (N, 3, 3) of (x, y, z) in nm⁻² with the spline's analytic
     derivatives and the noise formula of :mod:`voxloc.physics.crlb`:
-    I_ij = Σ g² ∂μ/∂θi ∂μ/∂θj / Var(y). ``drift_nm`` (P, 2) or (N, P, 2); scalars give (3, 3)."""
+    I_ij = Σ g² ∂μ/∂θi ∂μ/∂θj / Var(y); with ``nuisance`` (N, 4 + P, 4 + P) of (x, y, z,
+    N, b_1..b_P) (:mod:`voxloc.physics._fisher`). ``drift_nm`` (P, 2) or (N, P, 2); scalars
+    give one matrix."""
     if noise.kind == "none":
         raise ValueError("the CRLB is undefined without noise (noise kind 'none')")
     gain = signal_gain(noise)
@@ -329,8 +333,9 @@ def fisher_information_spline(
     xs = (x[:, None] + drift[..., 0]) / psf.px_size_nm
     ys = (y[:, None] + drift[..., 1]) / psf.px_size_nm
     _, mu, d = spline_windows(psf, xs, ys, z, half_px=half_px, derivatives=True)
-    mu = mu * ph[:, None, None, None]
-    d = (d * ph[:, None, None, None, None]).transpose(0, 2, 1, 3, 4).reshape(len(x), 3, -1)
-    inv_var = gain * gain / noise_variance(mu, noise).reshape(len(x), -1)
-    info = np.einsum("mip,mjp,mp->mij", d, d, inv_var)
+    m = len(x)
+    mu = (mu * ph[:, None, None, None]).reshape(m, p, -1)
+    d = (d * ph[:, None, None, None, None]).transpose(0, 2, 1, 3, 4).reshape(m, 3, p, -1)
+    inv_var = gain * gain / noise_variance(mu, noise)
+    info = information_sum(d, mu, inv_var, ph, nuisance=nuisance)
     return info[0] if scalar else info
