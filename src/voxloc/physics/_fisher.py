@@ -23,8 +23,18 @@ def information_sum(
     m, _, p, n = d_xyz.shape
     if nuisance:
         scale = np.where(photons > 0, 1.0 / np.where(photons > 0, photons, 1.0), 0.0)
-        d_n = signal * scale[:, None, None]
-        d_b = np.broadcast_to(np.eye(p)[None, :, :, None], (m, p, p, n))
-        d_xyz = np.concatenate([d_xyz, d_n[:, None], d_b], axis=1)
-    d = d_xyz.reshape(m, d_xyz.shape[1], p * n)
-    return np.einsum("mip,mjp,mp->mij", d, d, inv_var.reshape(m, p * n))
+        d_xyz = np.concatenate([d_xyz, (signal * scale[:, None, None])[:, None]], axis=1)
+    q = d_xyz.shape[1]
+    dw = d_xyz * inv_var[:, None]
+    block = np.matmul(dw.reshape(m, q, p * n), d_xyz.reshape(m, q, p * n).transpose(0, 2, 1))
+    if not nuisance:
+        return block
+    # ∂μ/∂b_k is 1 on plane k's pixels: its rows are plane sums
+    out = np.zeros((m, q + p, q + p))
+    out[:, :q, :q] = block
+    cross = dw.sum(axis=-1)  # (m, q, P)
+    out[:, :q, q:] = cross
+    out[:, q:, :q] = cross.transpose(0, 2, 1)
+    idx = np.arange(q, q + p)
+    out[:, idx, idx] = inv_var.sum(axis=-1)
+    return out
