@@ -101,6 +101,7 @@ FIT_FLAGS = {
     "crowded": 16,  # another detection of the frame is closer than localize.fit_neighbour_nm
     "not_fitted": 32,  # localize.fit: none
     "joint": 64,  # crowded, fitted with its close neighbour as two emitters (fit_crowded: joint)
+    "found": 128,  # found by the fit beside the row before it (its frame, voxel, prob), no *_net_nm
 }
 
 

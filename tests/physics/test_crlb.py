@@ -248,10 +248,12 @@ def test_bound_with_photons_and_backgrounds_unknown():
     ox = (np.floor(x / PX) - 10) * PX
     oy = (np.floor(y / PX) - 10) * PX
     for m in range(z.size):
-        def mu(theta):
+
+        def mu(theta, m=m):
             xy = np.broadcast_to([theta[0] - ox[m], theta[1] - oy[m]], (1, 4, 2))
             img = mic.render(xy, np.array([theta[2]]), np.array([theta[3]]), (21, 21), dtype=np.float64)
             return img + np.asarray(theta[4:])[:, None, None]
+
         theta = np.array([x[m], y[m], z[m], N1, 0.0, 0.0, 0.0, 0.0])
         steps = np.array([0.05, 0.05, 0.05, 0.5, 0.01, 0.01, 0.01, 0.01])
         jac = []

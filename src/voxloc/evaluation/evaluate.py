@@ -32,6 +32,7 @@ matched localizations excluded and counted).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -180,8 +181,15 @@ def network_summary(
 ) -> dict[str, float]:
     """The RMSE and bias of the network's own position over the pairs ``match`` made of the
     fitted one (:data:`NET_KEYS`), and with ``truth_crlb`` (the truths with their bound) the
-    ratios ``rmse_to_crlb_{x,y,z,lateral}_net`` of :func:`crlb_summary`."""
-    net = summary(network_positions(est), truth, match)
+    ratios ``rmse_to_crlb_{x,y,z,lateral}_net`` of :func:`crlb_summary`. Pairs whose
+    localization has no network position (NaN: a molecule the fit found beside another)
+    are left out."""
+    positions = network_positions(est)
+    xyz = positions[list(POSITION_COLUMNS)].to_numpy(np.float64)[match.est_index]
+    has = np.isfinite(xyz).all(axis=1)
+    if not has.all():
+        match = dataclasses.replace(match, est_index=match.est_index[has], true_index=match.true_index[has])
+    net = summary(positions, truth, match)
     values = net.to_dict()
     out = {name: values[k] for k, name in NET_KEYS.items()}
     if truth_crlb is not None:

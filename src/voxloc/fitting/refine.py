@@ -34,6 +34,7 @@ import pandas as pd
 
 from voxloc.fitting.groups import close_pairs, fit_pairs
 from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, others_light, z_bounds_nm
+from voxloc.fitting.second import SCORE_GATE, residual_peaks
 from voxloc.fitting.windows import CameraMaps, Windows, cut_windows
 from voxloc.locs import FIT_FLAGS, flag_counts
 from voxloc.physics.microscope import Microscope
@@ -110,6 +111,9 @@ class Refiner:
     counts: dict = field(default_factory=lambda: dict.fromkeys(FIT_FLAGS, 0))
     n_fitted: int = 0
     duplicates: int = 0
+    #: search each isolated window for a molecule the network missed (:mod:`voxloc.fitting.second`)
+    second: bool = True
+    found: int = 0
 
     def __post_init__(self) -> None:
         if self.crowded_mode not in CROWDED_MODES:
@@ -159,6 +163,10 @@ class Refiner:
             res, paired, duplicate, joint = self._pairs(res, table, cams, frame, others, shift_px)
         if others is not None:
             res = self._refit(res, win, others, extra[others[0]], near | paired, shift_px, paired, duplicate)
+        found = None
+        if self.crowded_mode == "joint" and self.second:
+            res, found = self._second(res, cams, frame, table["prob"].to_numpy(np.float64), win, extra,
+                                      others, ~near & ~duplicate, shift_px)  # fmt: skip
         flags = res.flags | np.where(near, FIT_FLAGS["crowded"], 0).astype(np.int16)
         flags |= np.where(joint, FIT_FLAGS["joint"], 0).astype(np.int16)
         for axis in "xyz":
@@ -174,6 +182,9 @@ class Refiner:
         out["n_iter"] = res.n_iter.astype(np.int16)
         out["converged"] = res.converged
         out["fit_flags"] = flags.astype(np.int16)
+        if found is not None:
+            out, duplicate = self._with_found(out, duplicate, *found)
+            flags = out["fit_flags"].to_numpy()
         out = out[~duplicate].reset_index(drop=True)
         for name, n in flag_counts(flags[~duplicate]).items():
             self.counts[name] += n
@@ -267,11 +278,78 @@ class Refiner:
         joint[pairs[pf.two].ravel()] = True
         return out, paired, duplicate, joint
 
+    def _second(self, res: FitResult, cams: Sequence[FloatArray], frame: np.ndarray, prob: FloatArray,
+                win: Windows, extra: FloatArray | None, others: tuple | None, alone: np.ndarray,
+                shift_px: FloatArray | None):  # fmt: skip
+        """The isolated detections whose residual holds a second molecule (module doc of
+        :mod:`voxloc.fitting.second`): the result with their two-emitter fits, and the found
+        molecules (parent rows, θ (F, 4 + P), σ (F, 3), χ²/dof, iterations, convergence,
+        flags), or None."""
+        ok = alone & np.isfinite(res.theta[:, :3]).all(axis=1) & ((res.flags & FIT_FLAGS["diverged"]) == 0)
+        rows = np.flatnonzero(ok)
+        at, score = residual_peaks(
+            self.microscope, self.noise, self.maps, win, res.theta, rows,
+            None if extra is None else extra[rows], shift_px,
+        )  # fmt: skip
+        rows, at = rows[score > SCORE_GATE], at[score > SCORE_GATE]
+        if not len(rows):
+            return res, None
+        n, g = len(res.theta), len(rows)
+        xyz = np.concatenate([res.theta[:, :3], np.column_stack([at, res.theta[rows, 2]])])
+        pairs = np.stack([rows, n + np.arange(g)], axis=1)
+        theta = np.concatenate([res.theta, np.zeros((g, res.theta.shape[1]))])
+        pf = fit_pairs(
+            self.microscope, self.noise, self.maps, cams, np.concatenate([frame, frame[rows]]), xyz,
+            np.concatenate([prob, np.full(g, -1.0)]), pairs, theta, others, z_bounds=self.z_bounds,
+            options=self.options, neighbour_nm=self.neighbour_nm, saturation=self.saturation,
+            shift_px=None if shift_px is None else np.concatenate([shift_px, shift_px[rows]]),
+        )  # fmt: skip
+        two = np.flatnonzero(pf.two)
+        if not len(two):
+            return res, None
+        out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
+        parent = rows[two]
+        out.theta[parent], out.sigma_nm[parent], out.chi2_dof[parent] = (
+            pf.theta[two, 0], pf.sigma_nm[two, 0], pf.chi2_dof[two, 0],
+        )  # fmt: skip
+        out.n_iter[parent], out.converged[parent] = (
+            out.n_iter[parent] + pf.n_iter[two, 0],
+            pf.converged[two, 0],
+        )
+        out.flags[parent] = pf.flags[two, 0] | FIT_FLAGS["joint"]
+        found = (parent, pf.theta[two, 1], pf.sigma_nm[two, 1], pf.chi2_dof[two, 1], pf.n_iter[two, 1],
+                 pf.converged[two, 1], pf.flags[two, 1] | FIT_FLAGS["joint"] | FIT_FLAGS["found"])  # fmt: skip
+        return out, found
+
+    def _with_found(self, out: pd.DataFrame, duplicate: np.ndarray, parent: np.ndarray, theta: FloatArray,
+                    sigma: FloatArray, chi2: FloatArray, n_iter: np.ndarray, converged: np.ndarray,
+                    flags: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:  # fmt: skip
+        """The table with a row after each parent for the molecule found beside it: the
+        parent's frame, voxel and ``prob``, no network position (NaN ``*_net_nm``)."""
+        new = out.iloc[parent].copy()
+        for a, axis in enumerate("xyz"):
+            new[f"{axis}_nm"] = theta[:, a].astype(np.float32)
+            new[f"{axis}_net_nm"] = np.float32(np.nan)
+            new[f"sigma_{axis}_nm"] = sigma[:, a].astype(np.float32)
+        new["photons"] = theta[:, 3].astype(np.float32)
+        new["bg"] = theta[:, 4:].mean(axis=1).astype(np.float32)
+        new["chi2_dof"] = chi2.astype(np.float32)
+        new["n_iter"] = n_iter.astype(np.int16)
+        new["converged"] = converged
+        new["fit_flags"] = flags.astype(np.int16)
+        order = np.argsort(np.concatenate([np.arange(len(out)), parent + 0.5]), kind="stable")
+        merged = pd.concat([out, new], ignore_index=True).iloc[order].reset_index(drop=True)
+        self.found += len(parent)
+        return merged, np.concatenate([duplicate, np.zeros(len(parent), bool)])[order]
+
     def summary(self) -> str:
         """One log line: detections fitted and the count of each flag."""
         parts = ", ".join(f"{name} {n}" for name, n in self.counts.items() if name != "not_fitted")
         line = f"{self.n_fitted} detections fitted ({self.noise.likelihood}): {parts}"
-        return line + (f"; {self.duplicates} duplicates removed" if self.crowded_mode == "joint" else "")
+        if self.crowded_mode == "joint":
+            line += f"; {self.duplicates} duplicates removed"
+            line += f"; {self.found} molecules found beside another" if self.second else ""
+        return line
 
 
 def fit_physics(
