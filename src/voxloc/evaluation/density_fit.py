@@ -59,6 +59,7 @@ def sweep_refiner(
         options=options,
         neighbour_nm=float(fit.get("fit_neighbour_nm", 400.0)),
         crowded_mode=str(fit.get("fit_crowded", "joint")),
+        second=bool(fit.get("fit_second", True)),
     )
 
 

@@ -76,7 +76,8 @@ class PairFits:
     flags: np.ndarray
 
 
-def _flags(status: np.ndarray) -> np.ndarray:
+def status_flags(status: np.ndarray) -> np.ndarray:
+    """The ``max_iter`` / ``diverged`` :data:`voxloc.locs.FIT_FLAGS` of the kernels' statuses."""
     return (
         np.where(status == MAX_ITER, FIT_FLAGS["max_iter"], 0)
         | np.where(status == DIVERGED, FIT_FLAGS["diverged"], 0)
@@ -147,7 +148,9 @@ def fit_pairs(
     out_sigma[rows[single], keep[single]] = one.sigma_nm[single]
     chi2 = np.where(two, both.chi2_dof, one.chi2_dof)[:, None].repeat(2, axis=1)
     n_iter = np.where(two, both.n_iter, one.n_iter)[:, None].repeat(2, axis=1).astype(np.int16)
-    flags = np.where(two, _flags(both.status), one.flags & ~(FIT_FLAGS["edge"] | FIT_FLAGS["saturated"]))
+    flags = np.where(
+        two, status_flags(both.status), one.flags & ~(FIT_FLAGS["edge"] | FIT_FLAGS["saturated"])
+    )
     flags = (flags | edge)[:, None].repeat(2, axis=1).astype(np.int16)
     converged = np.where(two, both.status == CONVERGED, one.converged)[:, None].repeat(2, axis=1)
     return PairFits(two, keep, out_theta, out_sigma, chi2, n_iter, converged, flags)

@@ -11,24 +11,30 @@ by the registration's linear part) and over the planes,
     T(o) = Σ_k Σ_box r / Var  /  sqrt(Σ_k Σ_box 1 / Var),
 
 the score test of a flat spot of unknown brightness at o (T²/2 its log-likelihood gain).
-Where T²/2 exceeds :data:`SCORE_GATE`, the detection and a second emitter started at the
-best o are fitted as one and as two emitters (:func:`voxloc.fitting.groups.fit_pairs`, the
-likelihood-ratio test of close pairs), and two emitters add a row.
+Where T²/2 exceeds :data:`SCORE_GATE`, the window is fitted again as one emitter (from θ̂)
+and as two (:func:`fit_second`), on the same pixels with the same light of the other
+molecules, and two emitters are kept by the likelihood-ratio test of close pairs
+(:data:`voxloc.fitting.groups.LLR_THRESHOLD`, at most
+:data:`~voxloc.fitting.groups.PAIR_MAX_ITER` iterations): the second adds a row.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from scipy.ndimage import uniform_filter
 
-from voxloc.fitting.groups import LLR_THRESHOLD
-from voxloc.fitting.mle import others_light
+from voxloc.fitting._lm import CONVERGED
+from voxloc.fitting.groups import LLR_THRESHOLD, PAIR_MAX_ITER, status_flags
+from voxloc.fitting.mle import FitOptions, JointResult, fit_joint, fit_windows, others_light
 from voxloc.fitting.windows import CameraMaps, Windows
+from voxloc.locs import FIT_FLAGS
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import PixelNoise
 from voxloc.types import FloatArray
 
-__all__ = ["SCORE_GATE", "residual_peaks"]
+__all__ = ["SCORE_GATE", "residual_peaks", "fit_second"]
 
 #: T²/2 above which a window gets the two-emitter fit, whose likelihood ratio then decides:
 #: the test's own threshold on its score approximation (on the density sweep's frames at 50
@@ -48,15 +54,16 @@ def residual_peaks(
     shift_px: FloatArray | None = None,
 ) -> tuple[FloatArray, FloatArray]:
     """For detections ``rows`` fitted at ``theta`` (N, 4 + P) on ``windows`` (with the other
-    molecules' light ``extra`` (R, P, n, n) of those rows): the camera-1 position (R, 2) nm of
-    the strongest unexplained light at least 2 px from the fit, and its T²/2 (module doc)."""
+    molecules' light ``extra`` (R, P, n, n) of those rows): the strongest unexplained light
+    at least 1 px from the fit, as the camera-1 (x, y) starts (R, 2, 2) nm of two emitters,
+    and its T²/2 (module doc)."""
     rows = np.asarray(rows, np.int64)
     r_n = len(rows)
     n = windows.data.shape[-1]
     p = maps.n_planes
     s = float(microscope.px_size_nm)
     if r_n == 0:
-        return np.zeros((0, 2)), np.zeros(0)
+        return np.zeros((0, 2, 2)), np.zeros(0)
     own, _ = others_light(
         microscope, noise, maps, theta, (rows, np.arange(r_n + 1), rows), windows, shift_px=shift_px
     )
@@ -75,7 +82,7 @@ def residual_peaks(
     h = n // 2 - 1
     grid = np.arange(-h, h + 1)
     ox, oy = (g.ravel() for g in np.meshgrid(grid, grid))
-    far = np.maximum(np.abs(ox), np.abs(oy)) >= 2
+    far = np.maximum(np.abs(ox), np.abs(oy)) >= 1
     off = np.stack([ox[far], oy[far]], axis=-1).astype(np.float64)  # (C, 2) camera-1 px
     sum_r = np.zeros((r_n, len(off)))
     sum_w = np.zeros((r_n, len(off)))
@@ -89,5 +96,48 @@ def residual_peaks(
     t = np.where(sum_w > 0, sum_r / np.sqrt(np.where(sum_w > 0, sum_w, 1.0)), 0.0)
     best = np.argmax(t, axis=1)
     score = 0.5 * np.maximum(t[np.arange(r_n), best], 0.0) ** 2
-    at_nm = theta[rows, :2] + off[best] * s
-    return at_nm, score
+    o = off[best]
+    # a peak next to the fit: the fit sits between two molecules, which start either side
+    # of it; a farther one: the fitted molecule stays, the second starts at the peak
+    near = (np.abs(o).max(axis=1) == 1)[:, None]
+    starts = np.empty((r_n, 2, 2))
+    starts[:, 0] = theta[rows, :2] - np.where(near, 0.5, 0.0) * o * s
+    starts[:, 1] = theta[rows, :2] + np.where(near, 0.5, 1.0) * o * s
+    return starts, score
+
+
+def fit_second(
+    microscope: Microscope,
+    noise: PixelNoise,
+    maps: CameraMaps,
+    windows: Windows,
+    theta: FloatArray,
+    rows: np.ndarray,
+    starts_nm: FloatArray,
+    *,
+    z_bounds: tuple[float, float],
+    options: FitOptions,
+    extra: FloatArray | None = None,
+    shift_px: FloatArray | None = None,
+) -> tuple[np.ndarray, JointResult, np.ndarray]:
+    """Windows ``rows`` (with ``extra`` (R, P, n, n) of those rows) fitted as one emitter from
+    ``theta`` and as two from ``starts_nm`` (R, 2, 2) (x, y; z of θ̂): whether two won the
+    likelihood-ratio test (R,), the two-emitter fits and their :data:`voxloc.locs.FIT_FLAGS`."""
+    rows = np.asarray(rows, np.int64)
+    sub = Windows(*(getattr(windows, f.name)[rows] for f in dataclasses.fields(windows)))
+    shift = None if shift_px is None else shift_px[rows]
+    one = fit_windows(
+        microscope, noise, maps, sub, *theta[rows, :3].T, z_bounds=z_bounds, options=options, extra=extra,
+        shift_px=shift,
+    )  # fmt: skip
+    z = np.repeat(theta[rows, None, 2:3], 2, axis=1)
+    capped = dataclasses.replace(options, max_iter=min(options.max_iter, PAIR_MAX_ITER))
+    both = fit_joint(
+        microscope, noise, maps, sub, np.concatenate([starts_nm, z], axis=-1), z_bounds=z_bounds,
+        options=capped, extra=extra, shift_px=shift,
+    )  # fmt: skip
+    ok = (both.status == CONVERGED) & np.isfinite(both.nll) & np.isfinite(one.nll)
+    two = ok & (one.nll - both.nll > LLR_THRESHOLD)
+    flags = status_flags(both.status) | np.where(sub.edge, FIT_FLAGS["edge"], 0)
+    flags |= np.where(sub.bad, FIT_FLAGS["saturated"], 0)
+    return two, both, flags.astype(np.int16)

@@ -236,7 +236,8 @@ class LocalizeOptions:
     ``fit`` is ``mle`` (every detection refined by :mod:`voxloc.fitting`) or ``none``;
     ``fit_window_px`` the window side per camera, ``fit_max_iter`` the iteration cap,
     ``fit_neighbour_nm`` the distance below which detections are ``crowded`` and
-    ``fit_crowded`` what they get (:data:`voxloc.fitting.refine.CROWDED_MODES`).
+    ``fit_crowded`` what they get (:data:`voxloc.fitting.refine.CROWDED_MODES`), ``fit_second``
+    whether single fits are searched for a molecule the network missed (:mod:`voxloc.fitting.second`).
     """
 
     tau: float = 0.5
@@ -250,6 +251,7 @@ class LocalizeOptions:
     fit_max_iter: int = 30
     fit_neighbour_nm: float = 400.0
     fit_crowded: str = "joint"
+    fit_second: bool = True
 
     def __post_init__(self) -> None:
         if self.fit not in ("mle", "none"):
@@ -342,6 +344,7 @@ def run_chunk(
                 options=FitOptions(window_px=opts.fit_window_px, max_iter=opts.fit_max_iter),
                 neighbour_nm=opts.fit_neighbour_nm,
                 crowded_mode=opts.fit_crowded,
+                second=opts.fit_second,
                 saturation=saturation_photons(movie.files[0].dtype, movie.offset_adu, movie.adu_per_photon),
             )
             meta["fit"] = {
@@ -352,6 +355,7 @@ def run_chunk(
                 "max_iter": opts.fit_max_iter,
                 "neighbour_nm": opts.fit_neighbour_nm,
                 "crowded": opts.fit_crowded,
+                "second": opts.fit_second,
             }
         else:
             meta["fit"] = {"method": "none"}
