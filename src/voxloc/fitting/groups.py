@@ -34,7 +34,15 @@ from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import PixelNoise
 from voxloc.types import FloatArray
 
-__all__ = ["LLR_THRESHOLD", "PairFits", "close_pairs", "fit_pairs", "pair_window_px"]
+__all__ = [
+    "LLR_THRESHOLD",
+    "PairFits",
+    "close_pairs",
+    "fit_pairs",
+    "member_others",
+    "pair_window_px",
+    "status_flags",
+]
 
 #: log-likelihood gain that makes a pair two molecules: chi2.ppf(1 - 1e-6, 4) / 2
 LLR_THRESHOLD = 16.69
@@ -120,7 +128,7 @@ def fit_pairs(
     extra = None
     if others is not None:
         extra, _ = others_light(
-            microscope, noise, maps, theta, _pair_others(pairs, others), win, shift_px=shift_px
+            microscope, noise, maps, theta, member_others(pairs, others), win, shift_px=shift_px
         )
     edge = np.where(win.edge, FIT_FLAGS["edge"], 0) | np.where(win.bad, FIT_FLAGS["saturated"], 0)
     keep = (prob[b] > prob[a]).astype(np.int64)
@@ -156,17 +164,18 @@ def fit_pairs(
     return PairFits(two, keep, out_theta, out_sigma, chi2, n_iter, converged, flags)
 
 
-def _pair_others(
-    pairs: np.ndarray, others: tuple[np.ndarray, np.ndarray, np.ndarray]
+def member_others(
+    members: np.ndarray, others: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The farther neighbours of either member of each pair, once each: (rows = pair index,
-    ptr, neighbours) for :func:`voxloc.fitting.mle.others_light` on the pairs' windows."""
+    """The farther neighbours of any member of each group (G, m) of detections (-1: none),
+    once each and none of the group itself: (rows = group index, ptr, neighbours) for
+    :func:`voxloc.fitting.mle.others_light` on the groups' windows."""
     rows, ptr, j = others
-    where = np.full(int(max(rows.max(initial=-1), pairs.max(initial=-1))) + 1, -1)
+    where = np.full(int(max(rows.max(initial=-1), members.max(initial=-1))) + 1, -1)
     where[rows] = np.arange(len(rows))
     owner, nbr = [], []
-    for e in range(2):
-        r = where[pairs[:, e]]
+    for e in range(members.shape[1]):
+        r = np.where(members[:, e] >= 0, where[np.maximum(members[:, e], 0)], -1)
         has = np.flatnonzero(r >= 0)
         counts = ptr[r[has] + 1] - ptr[r[has]]
         starts = np.repeat(ptr[r[has]], counts)
@@ -174,7 +183,9 @@ def _pair_others(
         owner.append(np.repeat(has, counts))
         nbr.append(j[starts + offset])
     owner, nbr = np.concatenate(owner), np.concatenate(nbr)
-    key = np.unique(np.stack([owner, nbr], axis=1), axis=0)
+    own = (members[owner] == nbr[:, None]).any(axis=1)
+    owner, nbr = owner[~own], nbr[~own]
+    key = np.unique(np.stack([owner, nbr], axis=1), axis=0).reshape(-1, 2)
     owner, nbr = key[:, 0], key[:, 1]
-    g_ptr = np.searchsorted(owner, np.arange(len(pairs) + 1))
-    return np.arange(len(pairs)), g_ptr, nbr
+    g_ptr = np.searchsorted(owner, np.arange(len(members) + 1))
+    return np.arange(len(members)), g_ptr, nbr

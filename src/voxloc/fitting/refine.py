@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from voxloc.fitting.clusters import close_groups, fit_groups
 from voxloc.fitting.groups import close_pairs, fit_pairs
 from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, others_light, z_bounds_nm
 from voxloc.fitting.second import SCORE_GATE, fit_second, residual_peaks
@@ -253,34 +254,47 @@ class Refiner:
         detections."""
         n = len(table)
         xyz = table[["x_nm", "y_nm", "z_nm"]].to_numpy(np.float64)
+        prob = table["prob"].to_numpy(np.float64)
         i, j, _ = neighbour_pairs(frame, xyz[:, 0], xyz[:, 1], self.neighbour_nm)
         pairs = close_pairs(i, j, n)
         paired, duplicate, joint = (np.zeros(n, bool) for _ in range(3))
-        if not len(pairs):
-            return res, paired, duplicate, joint
-        pf = fit_pairs(
-            self.microscope, self.noise, self.maps, cams, frame, xyz, table["prob"].to_numpy(np.float64), pairs,
-            res.theta, others, z_bounds=self.z_bounds, options=self.options, neighbour_nm=self.neighbour_nm,
-            saturation=self.saturation, shift_px=shift_px,
-        )  # fmt: skip
         out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
-        for e in range(2):
-            m = pairs[:, e]
-            out.theta[m], out.sigma_nm[m], out.chi2_dof[m] = (
-                pf.theta[:, e],
-                pf.sigma_nm[:, e],
-                pf.chi2_dof[:, e],
-            )
-            out.n_iter[m], out.converged[m], out.flags[m] = (
-                pf.n_iter[:, e],
-                pf.converged[:, e],
-                pf.flags[:, e],
-            )
-        paired[pairs.ravel()] = True
-        single = np.flatnonzero(~pf.two)
-        duplicate[pairs[single, 1 - pf.keep[single]]] = True
-        joint[pairs[pf.two].ravel()] = True
+        common = {"z_bounds": self.z_bounds, "options": self.options, "neighbour_nm": self.neighbour_nm,
+                  "saturation": self.saturation, "shift_px": shift_px}  # fmt: skip
+        if len(pairs):
+            pf = fit_pairs(self.microscope, self.noise, self.maps, cams, frame, xyz, prob, pairs, res.theta,
+                           others, **common)  # fmt: skip
+            for e in range(2):
+                self._take(out, pairs[:, e], pf.theta[:, e], pf.sigma_nm[:, e], pf.chi2_dof[:, e],
+                           pf.n_iter[:, e], pf.converged[:, e], pf.flags[:, e])  # fmt: skip
+            paired[pairs.ravel()] = True
+            single = np.flatnonzero(~pf.two)
+            duplicate[pairs[single, 1 - pf.keep[single]]] = True
+            joint[pairs[pf.two].ravel()] = True
+        groups = close_groups(i, j, prob)
+        if len(groups):
+            gf = fit_groups(self.microscope, self.noise, self.maps, cams, frame, xyz, groups, out.theta, others,
+                            **common)  # fmt: skip
+            fitted = np.isfinite(gf.theta[..., :4]).all(axis=-1) & gf.kept
+            done = np.isfinite(gf.theta[:, 0, :4]).all(axis=-1)  # the group's first fit
+            for e in range(groups.shape[1]):
+                take = fitted[:, e] & done
+                rows = groups[take, e]
+                self._take(out, rows, gf.theta[take, e], gf.sigma_nm[take, e], gf.chi2_dof[take, e],
+                           gf.n_iter[take, e], gf.converged[take, e], gf.flags[take, e])  # fmt: skip
+                paired[rows] = True
+                joint[rows] = (gf.flags[take, e] & FIT_FLAGS["joint"]) > 0
+                dark = done & (groups[:, e] >= 0) & ~gf.kept[:, e]
+                duplicate[groups[dark, e]] = True
+                paired[groups[dark, e]] = True
         return out, paired, duplicate, joint
+
+    @staticmethod
+    def _take(out: FitResult, rows: np.ndarray, theta: FloatArray, sigma: FloatArray, chi2: FloatArray,
+              n_iter: np.ndarray, converged: np.ndarray, flags: np.ndarray) -> None:  # fmt: skip
+        """Rows ``rows`` of ``out`` take a pair's or a group's fit."""
+        out.theta[rows], out.sigma_nm[rows], out.chi2_dof[rows] = theta, sigma, chi2
+        out.n_iter[rows], out.converged[rows], out.flags[rows] = n_iter, converged, flags
 
     def _second(self, res: FitResult, win: Windows, others: tuple | None, alone: np.ndarray,
                 dark: np.ndarray, shift_px: FloatArray | None):  # fmt: skip
