@@ -7,7 +7,7 @@ import numpy as np
 from test_refine import PX, network_table, refiner, render_frames
 
 from voxloc.fitting.clusters import close_groups
-from voxloc.fitting.refine import neighbour_pairs
+from voxloc.fitting.neighbours import neighbour_pairs
 from voxloc.locs import FIT_FLAGS
 from voxloc.physics.microscope import Microscope
 

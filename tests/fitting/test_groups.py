@@ -8,7 +8,7 @@ import pytest
 from test_refine import FRAME, PX, network_table, refiner, render_frames
 
 from voxloc.fitting.groups import close_pairs, pair_window_px
-from voxloc.fitting.refine import neighbour_pairs
+from voxloc.fitting.neighbours import neighbour_pairs
 from voxloc.locs import FIT_FLAGS, LOC_SCHEMA
 from voxloc.physics.microscope import Microscope
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from voxloc.fitting.refine import NEIGHBOUR_REACH_PX, Refiner, crowded, neighbour_pairs
+from voxloc.fitting.neighbours import crowded, neighbour_pairs
+from voxloc.fitting.refine import NEIGHBOUR_REACH_PX, Refiner
 from voxloc.fitting.windows import CameraMaps
 from voxloc.locs import FIT_FLAGS, LOC_SCHEMA, NETWORK_FIELDS, to_arrow
 from voxloc.physics.cameras import affine_matrix

@@ -1,4 +1,4 @@
-"""Groups of three or more close detections (issue 16, neighbours): emitters added one at a time.
+"""Groups of three or more close detections (issue 16, neighbours): one emitter each, then fewer.
 
 Detections of a frame linked by distances under ``neighbour_nm`` (connected components of
 3 to :data:`MAX_GROUP` detections; close pairs are :mod:`voxloc.fitting.groups`') kept the
@@ -42,7 +42,7 @@ GROUP_MAX_ITER = 20
 
 def close_groups(near_i: np.ndarray, near_j: np.ndarray, prob: FloatArray) -> np.ndarray:
     """(G, m) detections of each group of 3 to :data:`MAX_GROUP` linked by the ordered pairs
-    (i, j) of :func:`voxloc.fitting.refine.neighbour_pairs`, most probable first, -1 padded."""
+    (i, j) of :func:`voxloc.fitting.neighbours.neighbour_pairs`, most probable first, -1 padded."""
     n = len(prob)
     if not len(near_i):
         return np.zeros((0, 3), np.int64)

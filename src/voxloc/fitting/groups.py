@@ -55,7 +55,7 @@ PAIR_MAX_ITER = 10
 
 def close_pairs(near_i: np.ndarray, near_j: np.ndarray, n: int) -> np.ndarray:
     """(G, 2) detections that are each other's only neighbour, from the ordered pairs (i, j)
-    of :func:`voxloc.fitting.refine.neighbour_pairs` within ``neighbour_nm`` of ``n``
+    of :func:`voxloc.fitting.neighbours.neighbour_pairs` within ``neighbour_nm`` of ``n``
     detections."""
     degree = np.bincount(near_i, minlength=n)
     alone = (near_i < near_j) & (degree[near_i] == 1) & (degree[near_j] == 1)

@@ -16,15 +16,17 @@ before the fit; then the windows whose neighbours' light changed enough once the
 fitted are refitted with it (:meth:`Refiner._refit`). ``joint`` (the default) does what
 ``subtract`` does and fits each close pair as one and as two emitters
 (:mod:`voxloc.fitting.groups`): two molecules keep both rows with the joint fit, one
-molecule found twice keeps its more probable row. On the density sweep's frames (Table 2
-PSF, 64 x 64 px, 100 frames) that took the RMSE / CRLB of x/y/z from 2.05/1.90/1.79 to
+molecule found twice keeps its more probable row; groups of three to six are fitted by
+backward elimination (:mod:`voxloc.fitting.clusters`). On the density sweep's frames (Table
+2 PSF, 64 x 64 px, 100 frames) pairs took the RMSE / CRLB of x/y/z from 2.05/1.90/1.79 to
 1.35/1.29/1.55 at 10 molecules a frame and from 3.19/3.18/3.07 to 2.19/2.23/2.40 at 50,
 and the localization Jaccard from 0.906 to 0.939 and from 0.882 to 0.921 (the duplicates
-were false positives). With ``second`` (the default, ``joint`` only) every single-emitter fit
-is then searched for a molecule the network missed beside it (:mod:`voxloc.fitting.second`):
-two emitters add a row flagged ``found`` (no network position). On those frames at 50 a frame
-that found 124 (104 true) and took the Jaccard to 0.936; on the demo movies from 0.813 /
-0.848 to 0.831 / 0.861.
+were false positives; bounds with N and b known, :mod:`voxloc.physics.crlb`). With
+``second`` (the default, ``joint`` only) every single-emitter fit is then searched for a
+molecule the network missed beside it (:mod:`voxloc.fitting.second`): two emitters add a
+row flagged ``found`` (no network position). With both, at 50 a frame: Jaccard 0.945 and
+RMSE / CRLB 1.95/1.98/1.82 (N and b unknown); on the demo movies the Jaccard went from
+0.813 / 0.848 to 0.844 / 0.871.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import pandas as pd
 from voxloc.fitting.clusters import close_groups, fit_groups
 from voxloc.fitting.groups import close_pairs, fit_pairs
 from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, others_light, z_bounds_nm
+from voxloc.fitting.neighbours import crowded, neighbour_pairs
 from voxloc.fitting.second import SCORE_GATE, fit_second, residual_peaks
 from voxloc.fitting.windows import CameraMaps, Windows, cut_windows
 from voxloc.locs import FIT_FLAGS, flag_counts
@@ -61,44 +64,6 @@ CROWDED_MODES = ("alone", "subtract", "network", "joint")
 NEIGHBOUR_REACH_PX = 6
 #: neighbours whose light a window models, the nearest first
 MAX_NEIGHBOURS = 8
-
-
-def neighbour_pairs(
-    frame: np.ndarray, x_nm: FloatArray, y_nm: FloatArray, distance_nm: float
-) -> tuple[np.ndarray, np.ndarray, FloatArray]:
-    """Ordered pairs (i, j), i != j, of detections of one frame within ``distance_nm``
-    (lateral), both ways, with their distances."""
-    n = len(frame)
-    if n < 2 or distance_nm <= 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    # sorted by frame, then x: a neighbour is within the next rows whose x is < d further
-    frame = np.asarray(frame, np.int64)
-    x = np.asarray(x_nm, np.float64)
-    y = np.asarray(y_nm, np.float64)
-    order = np.lexsort((x, frame))
-    f, xs, ys = frame[order], x[order], y[order]
-    first, second, dist = [], [], []
-    for lag in range(1, n):
-        same = (f[lag:] == f[:-lag]) & (xs[lag:] - xs[:-lag] <= distance_nm)
-        if not same.any():
-            break
-        d = np.hypot(xs[lag:] - xs[:-lag], ys[lag:] - ys[:-lag])
-        close = np.flatnonzero(same & (d <= distance_nm))
-        first.append(order[close])
-        second.append(order[close + lag])
-        dist.append(d[close])
-    if not first:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    i, j, d = np.concatenate(first), np.concatenate(second), np.concatenate(dist)
-    return np.concatenate([i, j]), np.concatenate([j, i]), np.concatenate([d, d])
-
-
-def crowded(frame: np.ndarray, x_nm: FloatArray, y_nm: FloatArray, distance_nm: float) -> np.ndarray:
-    """Whether each detection has another one of its frame within ``distance_nm`` (lateral)."""
-    out = np.zeros(len(frame), dtype=bool)
-    i, _, _ = neighbour_pairs(frame, x_nm, y_nm, distance_nm)
-    out[i] = True
-    return out
 
 
 @dataclass
