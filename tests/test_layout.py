@@ -21,6 +21,7 @@ STAGES = (
     "network",
     "fitting",
     "localization",
+    "postprocess",
     "render",
     "evaluation",
 )
