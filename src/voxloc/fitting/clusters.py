@@ -26,9 +26,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from voxloc.fitting._lm import CONVERGED
-from voxloc.fitting.groups import LLR_THRESHOLD, PAIR_MAX_ITER, member_others, pair_window_px, status_flags
-from voxloc.fitting.mle import FitOptions, JointResult, fit_joint, others_light
-from voxloc.fitting.windows import CameraMaps, Windows, cut_windows
+from voxloc.fitting.groups import LLR_THRESHOLD, PAIR_MAX_ITER, member_windows, pair_window_px, status_flags
+from voxloc.fitting.mle import FitOptions, JointResult, fit_joint
+from voxloc.fitting.windows import CameraMaps, Windows
 from voxloc.locs import FIT_FLAGS
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import PixelNoise
@@ -96,28 +96,19 @@ def fit_groups(
     saturation: float | None = None,
     shift_px: FloatArray | None = None,
 ) -> GroupFits:
-    """Fit each group (G, m) of detections (``frame``, network ``xyz_nm`` (N, 3)) by forward
+    """Fit each group (G, m) of detections (``frame``, network ``xyz_nm`` (N, 3)) by backward
     elimination (module doc); ``theta`` (N, 4 + P) are every detection's current estimates,
     whose light (the ``others`` of the members, as in :func:`voxloc.fitting.groups.fit_pairs`)
     is added to the group's window."""
     g, m = groups.shape
     p = maps.n_planes
-    s = microscope.px_size_nm
     valid = groups >= 0
-    lead = groups[:, 0]
-    centre = np.array([xyz_nm[groups[k, valid[k]], :2].mean(axis=0) for k in range(g)]).reshape(g, 2)
-    pos = maps.positions_px(centre[:, 0], centre[:, 1], s)
-    shift = None if shift_px is None else shift_px[lead]
-    if shift is not None:
-        pos = pos + shift
-    n = pair_window_px(options.window_px, 2 * neighbour_nm, s)
-    win = cut_windows(cams, frame[lead], pos, n, saturation=saturation)
-    extra = np.zeros((g, p, n, n))
-    if others is not None:
-        extra, _ = others_light(
-            microscope, noise, maps, theta, member_others(groups, others), win, shift_px=shift_px
-        )
-    edge = np.where(win.edge, FIT_FLAGS["edge"], 0) | np.where(win.bad, FIT_FLAGS["saturated"], 0)
+    n = pair_window_px(options.window_px, 2 * neighbour_nm, microscope.px_size_nm)
+    win, extra, edge, shift = member_windows(
+        microscope, noise, maps, cams, frame, xyz_nm, groups, theta, others, n, saturation, shift_px
+    )
+    if extra is None:
+        extra = np.zeros((g, p, n, n))
     capped = dataclasses.replace(options, max_iter=min(options.max_iter, PAIR_MAX_ITER))
 
     kept = valid.copy()

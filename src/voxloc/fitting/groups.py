@@ -28,7 +28,7 @@ import numpy as np
 
 from voxloc.fitting._lm import CONVERGED, DIVERGED, MAX_ITER
 from voxloc.fitting.mle import FitOptions, JointResult, fit_joint, fit_windows, others_light
-from voxloc.fitting.windows import CameraMaps, cut_windows
+from voxloc.fitting.windows import CameraMaps, Windows, cut_windows
 from voxloc.locs import FIT_FLAGS
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import PixelNoise
@@ -116,21 +116,11 @@ def fit_pairs(
     :func:`voxloc.fitting.mle.others_light`) is added to the pair's window."""
     g = len(pairs)
     p = maps.n_planes
-    s = microscope.px_size_nm
-    n2 = pair_window_px(options.window_px, neighbour_nm, s)
     a, b = pairs[:, 0], pairs[:, 1]
-    centre = 0.5 * (xyz_nm[a, :2] + xyz_nm[b, :2])
-    pos = maps.positions_px(centre[:, 0], centre[:, 1], s)
-    shift = None if shift_px is None else shift_px[a]  # one frame: one plane drift
-    if shift is not None:
-        pos = pos + shift
-    win = cut_windows(cams, frame[a], pos, n2, saturation=saturation)
-    extra = None
-    if others is not None:
-        extra, _ = others_light(
-            microscope, noise, maps, theta, member_others(pairs, others), win, shift_px=shift_px
-        )
-    edge = np.where(win.edge, FIT_FLAGS["edge"], 0) | np.where(win.bad, FIT_FLAGS["saturated"], 0)
+    n2 = pair_window_px(options.window_px, neighbour_nm, microscope.px_size_nm)
+    win, extra, edge, shift = member_windows(
+        microscope, noise, maps, cams, frame, xyz_nm, pairs, theta, others, n2, saturation, shift_px
+    )
     keep = (prob[b] > prob[a]).astype(np.int64)
     first = np.where(keep == 1, b, a)
     one = fit_windows(
@@ -162,6 +152,42 @@ def fit_pairs(
     flags = (flags | edge)[:, None].repeat(2, axis=1).astype(np.int16)
     converged = np.where(two, both.status == CONVERGED, one.converged)[:, None].repeat(2, axis=1)
     return PairFits(two, keep, out_theta, out_sigma, chi2, n_iter, converged, flags)
+
+
+def member_windows(
+    microscope: Microscope,
+    noise: PixelNoise,
+    maps: CameraMaps,
+    cams: Sequence[FloatArray],
+    frame: np.ndarray,
+    xyz_nm: FloatArray,
+    members: np.ndarray,
+    theta: FloatArray,
+    others: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    n: int,
+    saturation: float | None,
+    shift_px: FloatArray | None,
+) -> tuple[Windows, FloatArray | None, np.ndarray, FloatArray | None]:
+    """One window of side ``n`` per group (G, m) of detections (-1: none), centred on their
+    mean network position in their frame, with the light of their farther neighbours at
+    ``theta`` (:func:`member_others`; None without ``others``), the ``edge`` / ``saturated``
+    flags of each window and the plane drift of each group (its first member's)."""
+    valid = members >= 0
+    lead = members[:, 0]
+    xy = np.where(valid[..., None], xyz_nm[np.maximum(members, 0), :2], 0.0)
+    centre = xy.sum(axis=1) / valid.sum(axis=1)[:, None]
+    pos = maps.positions_px(centre[:, 0], centre[:, 1], microscope.px_size_nm)
+    shift = None if shift_px is None else shift_px[lead]  # one frame: one plane drift
+    if shift is not None:
+        pos = pos + shift
+    win = cut_windows(cams, frame[lead], pos, n, saturation=saturation)
+    extra = None
+    if others is not None:
+        extra, _ = others_light(
+            microscope, noise, maps, theta, member_others(members, others), win, shift_px=shift_px
+        )
+    edge = np.where(win.edge, FIT_FLAGS["edge"], 0) | np.where(win.bad, FIT_FLAGS["saturated"], 0)
+    return win, extra, edge, shift
 
 
 def member_others(
