@@ -300,3 +300,21 @@ def test_the_row_has_the_columns_in_order(tmp_path):
         "lateral_tolerance_nm",
         "axial_tolerance_nm",
     ]
+
+
+def test_network_metrics_leave_out_rows_the_fit_found():
+    """A row the fit found beside another has no network position (NaN x_net_nm): it is
+    matched on its fitted position, and the network-only metrics are over the other pairs."""
+    from voxloc.evaluation.evaluate import network_summary
+
+    truth = pd.DataFrame({"frame": [0, 0], "x_nm": [0.0, 1000.0], "y_nm": [0.0, 0.0], "z_nm": [0.0, 0.0]})
+    est = truth.copy()
+    est["x_nm"] += [3.0, 4.0]
+    est["x_net_nm"] = [10.0, np.nan]
+    est["y_net_nm"] = [0.0, np.nan]
+    est["z_net_nm"] = [0.0, np.nan]
+    match = match_tables(est, truth)
+    assert len(match.est_index) == 2
+    net = network_summary(est, truth, match)
+    assert net["rmse_x_net_nm"] == pytest.approx(10.0)  # the found row left out
+    assert net["bias_x_net_nm"] == pytest.approx(10.0)

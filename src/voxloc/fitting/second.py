@@ -3,8 +3,9 @@
 Two molecules closer than the network's voxels tell apart are often found once: on the demo,
 9 / 7 % of the matched isolated detections had a second true molecule within 400 nm, and
 their 1-σ coverage was 0.19-0.29 (the fit of one emitter to two spots). As ThunderSTORM's
-and DAOSTORM's multi-emitter fits do, each isolated detection's window is searched for
-light its fit does not explain: the residual r = y − μ(θ̂), weighted by 1 / Var(μ), summed
+and DAOSTORM's multi-emitter fits do, the window of every single-emitter fit (an isolated
+detection, or the row kept of a pair or group judged one molecule) is searched for light
+its fit does not explain: the residual r = y − μ(θ̂), weighted by 1 / Var(μ), summed
 over 3 x 3 pixels around each candidate offset o (camera-1 pixels, mapped into each camera
 by the registration's linear part) and over the planes,
 
