@@ -19,7 +19,6 @@ light is added to the window as for pairs.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,9 +27,9 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from voxloc.fitting._lm import CONVERGED
-from voxloc.fitting.groups import LLR_THRESHOLD, PAIR_MAX_ITER, member_windows, pair_window_px, status_flags
+from voxloc.fitting.groups import LLR_THRESHOLD, capped, member_windows, pair_window_px, status_flags
 from voxloc.fitting.mle import FitOptions, JointResult, fit_joint
-from voxloc.fitting.windows import CameraMaps, Windows
+from voxloc.fitting.windows import CameraMaps
 from voxloc.locs import FIT_FLAGS
 from voxloc.physics.microscope import Microscope
 from voxloc.physics.noise import PixelNoise
@@ -77,10 +76,6 @@ class GroupFits:
     flags: np.ndarray
 
 
-def _subset(win: Windows, rows: np.ndarray) -> Windows:
-    return Windows(*(getattr(win, f.name)[rows] for f in dataclasses.fields(win)))
-
-
 def fit_groups(
     microscope: Microscope,
     noise: PixelNoise,
@@ -111,7 +106,6 @@ def fit_groups(
     )
     if extra is None:
         extra = np.zeros((g, p, n, n))
-    capped = dataclasses.replace(options, max_iter=min(options.max_iter, PAIR_MAX_ITER))
 
     kept = valid.copy()
     out_theta = np.zeros((g, m, 4 + p))
@@ -127,8 +121,8 @@ def fit_groups(
         far, with the full iteration budget): the members (S, c), the fit."""
         member = np.array([np.flatnonzero(k) for k in keep]).reshape(len(sel), -1)
         starts = out_theta[sel[:, None], member, :3] if polish else xyz_nm[groups[sel[:, None], member]]
-        res = fit_joint(microscope, noise, maps, _subset(win, sel), starts, z_bounds=z_bounds,
-                        options=options if polish else capped, extra=extra[sel],
+        res = fit_joint(microscope, noise, maps, win.take(sel), starts, z_bounds=z_bounds,
+                        options=options if polish else capped(options), extra=extra[sel],
                         shift_px=None if shift is None else shift[sel])  # fmt: skip
         n_iter[sel] += res.n_iter
         return member, res
@@ -158,10 +152,7 @@ def fit_groups(
             drop = np.isfinite(res.nll) & (res.nll - nll[sel] < LLR_THRESHOLD)
             if drop.any():
                 kept[sel[drop], col] = False
-                sub = dataclasses.replace(
-                    res, **{f.name: getattr(res, f.name)[drop] for f in dataclasses.fields(res)}
-                )
-                accept(sel[drop], member[drop], sub)
+                accept(sel[drop], member[drop], res.take(drop))
     # the model kept, still at its cap: iterated on to convergence (a capped fit was enough
     # to decide, not to report: at 10 molecules a frame its z errors reached 160-220 nm)
     late = np.flatnonzero((status != CONVERGED) & np.isfinite(nll))
@@ -171,10 +162,7 @@ def fit_groups(
         member, res = fit(sel, kept[sel], polish=True)
         better = np.isfinite(res.nll) & (res.nll <= nll[sel])
         if better.any():
-            sub = dataclasses.replace(
-                res, **{f.name: getattr(res, f.name)[better] for f in dataclasses.fields(res)}
-            )
-            accept(sel[better], member[better], sub)
+            accept(sel[better], member[better], res.take(better))
     flags = (status_flags(status) | edge).astype(np.int16)
     flags = np.where(kept.sum(axis=1) > 1, flags | FIT_FLAGS["joint"], flags)
     rep = lambda v: np.repeat(v[:, None], m, axis=1)  # noqa: E731

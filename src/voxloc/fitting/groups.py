@@ -37,6 +37,7 @@ from voxloc.types import FloatArray
 __all__ = [
     "LLR_THRESHOLD",
     "PairFits",
+    "capped",
     "close_pairs",
     "fit_pairs",
     "member_others",
@@ -84,6 +85,11 @@ class PairFits:
     flags: np.ndarray
 
 
+def capped(options: FitOptions) -> FitOptions:
+    """``options`` with at most :data:`PAIR_MAX_ITER` iterations: the multi-emitter fits' cap."""
+    return dataclasses.replace(options, max_iter=min(options.max_iter, PAIR_MAX_ITER))
+
+
 def status_flags(status: np.ndarray) -> np.ndarray:
     """The ``max_iter`` / ``diverged`` :data:`voxloc.locs.FIT_FLAGS` of the kernels' statuses."""
     return (
@@ -127,9 +133,8 @@ def fit_pairs(
         microscope, noise, maps, win, *xyz_nm[first].T, z_bounds=z_bounds, options=options, extra=extra,
         shift_px=shift,
     )  # fmt: skip
-    capped = dataclasses.replace(options, max_iter=min(options.max_iter, PAIR_MAX_ITER))
     both: JointResult = fit_joint(
-        microscope, noise, maps, win, xyz_nm[pairs], z_bounds=z_bounds, options=capped, extra=extra,
+        microscope, noise, maps, win, xyz_nm[pairs], z_bounds=z_bounds, options=capped(options), extra=extra,
         shift_px=shift,
     )  # fmt: skip
     ok = (both.status == CONVERGED) & np.isfinite(both.nll) & np.isfinite(one.nll)

@@ -27,7 +27,7 @@ non-finite) keeps the network's position, with photons and backgrounds fitted at
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -87,6 +87,10 @@ class FitResult:
     converged: np.ndarray
     flags: np.ndarray
     nll: FloatArray
+
+    def copy(self) -> FitResult:
+        """A copy whose arrays can be changed without changing these."""
+        return FitResult(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
 
 
 def z_bounds_nm(microscope: Microscope, z_range_nm: tuple[float, float]) -> tuple[float, float]:
@@ -247,6 +251,10 @@ class JointResult:
     nll: FloatArray
     n_iter: np.ndarray
     status: np.ndarray
+
+    def take(self, rows: np.ndarray) -> JointResult:
+        """The fits of windows ``rows`` (an index or a mask)."""
+        return JointResult(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
 def fit_joint(

@@ -32,14 +32,14 @@ RMSE / CRLB 1.95/1.98/1.82 (N and b unknown); on the demo movies the Jaccard wen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from voxloc.fitting.clusters import close_groups, fit_groups
-from voxloc.fitting.groups import close_pairs, fit_pairs
+from voxloc.fitting.groups import close_pairs, fit_pairs, member_others
 from voxloc.fitting.mle import FitOptions, FitResult, fit_windows, others_light, z_bounds_nm
 from voxloc.fitting.neighbours import crowded, neighbour_pairs
 from voxloc.fitting.second import SCORE_GATE, fit_second, residual_peaks
@@ -206,7 +206,7 @@ class Refiner:
             z_bounds=self.z_bounds, options=self.options, extra=light[again], skip=skip[refit],
             shift_px=None if shift_px is None else shift_px[refit], rows=refit,
         )  # fmt: skip
-        out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
+        out = res.copy()
         out.theta[refit], out.sigma_nm[refit], out.chi2_dof[refit] = new.theta, new.sigma_nm, new.chi2_dof
         out.converged[refit], out.flags[refit], out.nll[refit] = new.converged, new.flags, new.nll
         out.n_iter[refit] += new.n_iter
@@ -223,7 +223,7 @@ class Refiner:
         i, j, _ = neighbour_pairs(frame, xyz[:, 0], xyz[:, 1], self.neighbour_nm)
         pairs = close_pairs(i, j, n)
         paired, duplicate, joint = (np.zeros(n, bool) for _ in range(3))
-        out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
+        out = res.copy()
         common = {"z_bounds": self.z_bounds, "options": self.options, "neighbour_nm": self.neighbour_nm,
                   "saturation": self.saturation, "shift_px": shift_px}  # fmt: skip
         if len(pairs):
@@ -263,7 +263,7 @@ class Refiner:
 
     def _second(self, res: FitResult, win: Windows, others: tuple | None, alone: np.ndarray,
                 dark: np.ndarray, shift_px: FloatArray | None):  # fmt: skip
-        """The isolated detections whose residual holds a second molecule (module doc of
+        """The single-emitter fits whose residual holds a second molecule (module doc of
         :mod:`voxloc.fitting.second`): the result with their two-emitter fits, and the found
         molecules (parent rows, θ (F, 4 + P), σ (F, 3), χ²/dof, iterations, convergence,
         flags), or None."""
@@ -286,7 +286,7 @@ class Refiner:
             return res, None
         parent = rows[two]
         th = both.theta[two]
-        out = FitResult(**{f.name: getattr(res, f.name).copy() for f in fields(res)})
+        out = res.copy()
         out.theta[parent] = np.concatenate([th[:, :4], th[:, 8:]], axis=1)
         out.sigma_nm[parent], out.chi2_dof[parent] = both.sigma_nm[two, 0], both.chi2_dof[two]
         out.n_iter[parent] += both.n_iter[two].astype(np.int16)
@@ -302,23 +302,14 @@ class Refiner:
         """The light (R, P, n, n) of the farther neighbours on the windows of detections
         ``rows``, at their fitted θ (``dark`` ones, the duplicates, give none)."""
         n, p = win.data.shape[-1], self.maps.n_planes
-        out = np.zeros((len(rows), p, n, n))
         if others is None or not len(rows):
-            return out
-        o_rows, ptr, j = others
-        at = np.minimum(np.searchsorted(o_rows, rows), len(o_rows) - 1)
-        has = o_rows[at] == rows
-        sel = at[has]
-        counts = ptr[sel + 1] - ptr[sel]
-        first = (
-            np.repeat(ptr[sel], counts)
-            + np.arange(counts.sum())
-            - np.repeat(np.cumsum(counts) - counts, counts)
-        )
+            return np.zeros((len(rows), p, n, n))
+        _, ptr, nbr = member_others(rows[:, None], others)  # each row a group of one
         lit = theta.copy()
         lit[dark, 3] = 0.0
-        sub = (rows[has], np.concatenate([[0], np.cumsum(counts)]), j[first])
-        out[has], _ = others_light(self.microscope, self.noise, self.maps, lit, sub, win, shift_px=shift_px)
+        out, _ = others_light(
+            self.microscope, self.noise, self.maps, lit, (rows, ptr, nbr), win, shift_px=shift_px
+        )
         return out
 
     def _with_found(self, out: pd.DataFrame, duplicate: np.ndarray, parent: np.ndarray, theta: FloatArray,

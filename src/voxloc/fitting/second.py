@@ -21,13 +21,11 @@ molecules, and two emitters are kept by the likelihood-ratio test of close pairs
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 from scipy.ndimage import uniform_filter
 
 from voxloc.fitting._lm import CONVERGED
-from voxloc.fitting.groups import LLR_THRESHOLD, PAIR_MAX_ITER, status_flags
+from voxloc.fitting.groups import LLR_THRESHOLD, capped, status_flags
 from voxloc.fitting.mle import FitOptions, JointResult, fit_joint, fit_windows, others_light
 from voxloc.fitting.windows import CameraMaps, Windows
 from voxloc.locs import FIT_FLAGS
@@ -125,17 +123,16 @@ def fit_second(
     ``theta`` and as two from ``starts_nm`` (R, 2, 2) (x, y; z of θ̂): whether two won the
     likelihood-ratio test (R,), the two-emitter fits and their :data:`voxloc.locs.FIT_FLAGS`."""
     rows = np.asarray(rows, np.int64)
-    sub = Windows(*(getattr(windows, f.name)[rows] for f in dataclasses.fields(windows)))
+    sub = windows.take(rows)
     shift = None if shift_px is None else shift_px[rows]
     one = fit_windows(
         microscope, noise, maps, sub, *theta[rows, :3].T, z_bounds=z_bounds, options=options, extra=extra,
         shift_px=shift,
     )  # fmt: skip
     z = np.repeat(theta[rows, None, 2:3], 2, axis=1)
-    capped = dataclasses.replace(options, max_iter=min(options.max_iter, PAIR_MAX_ITER))
     both = fit_joint(
         microscope, noise, maps, sub, np.concatenate([starts_nm, z], axis=-1), z_bounds=z_bounds,
-        options=capped, extra=extra, shift_px=shift,
+        options=capped(options), extra=extra, shift_px=shift,
     )  # fmt: skip
     ok = (both.status == CONVERGED) & np.isfinite(both.nll) & np.isfinite(one.nll)
     two = ok & (one.nll - both.nll > LLR_THRESHOLD)

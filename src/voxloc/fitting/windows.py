@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numba import njit, prange
@@ -57,6 +57,10 @@ class Windows:
     mask: np.ndarray
     edge: np.ndarray
     bad: np.ndarray
+
+    def take(self, rows: np.ndarray) -> Windows:
+        """The windows of detections ``rows`` (an index or a mask), in their order."""
+        return Windows(*(getattr(self, f.name)[rows] for f in fields(self)))
 
 
 def saturation_photons(dtype: np.dtype, offset_adu: float, adu_per_photon: float) -> float | None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 from scipy.ndimage import gaussian_filter
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from voxloc.types import FloatArray
@@ -169,9 +171,6 @@ def solve_segment_drift(
 
 
 def _connected(i: np.ndarray, j: np.ndarray, n: int) -> bool:
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     graph = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
     return connected_components(graph, directed=False)[0] == 1
 
